@@ -105,6 +105,8 @@ class KVCache(nn.Module):
     (int8, fp8, a fused kernel) is one subclass registered in llama/techniques.py.
     """
 
+    uses_mask = True  # False: attention() applies causality from input_pos itself, so no mask is built
+
     def __init__(self, batch_size: int, n_kv_heads: int, cache_size: int, head_dim: int, dtype: torch.dtype):
         super().__init__()
         shape = (batch_size, n_kv_heads, cache_size, head_dim)
@@ -170,6 +172,9 @@ class Int8KVCache(KVCache):
 
 KV_CACHES: dict[str, type[KVCache]] = {"model": KVCache, "int8": Int8KVCache}
 
+# The prefix-only caches (issue 7) subclass KVCache and add themselves to KV_CACHES on import.
+import llama.kernels.kv_caches  # noqa: E402,F401
+
 
 # ----------------------------------------------------------------------------- the model
 
@@ -201,20 +206,24 @@ class Transformer(nn.Module):
         if mask not in ("quadratic", "linear"):
             raise ValueError(f"mask must be 'quadratic' or 'linear', not {mask!r}")
         cache_cls = KV_CACHES[kv_cache] if isinstance(kv_cache, str) else kv_cache
-        ref = self.output.weight
+        # The embedding, not `output`, which weight-only linears (llama/kernels) may replace without a `.weight`.
         dtype = self.tok_embeddings.weight.dtype
-        device = ref.device
+        device = self.tok_embeddings.weight.device
         self.max_batch_size, self.cache_size, self.mask_mode = max_batch_size, cache_size, mask
+        if not cache_cls.uses_mask:
+            self.mask_mode = "none"
         for layer in self.layers:
             layer.attention.kv_cache = cache_cls(max_batch_size, self.config.n_kv_heads, cache_size,
                                                  self.config.head_dim, dtype).to(device)
         self.freqs_cis = precompute_freqs_cis(cache_size, self.config.head_dim, self.config.rope_base,
                                               dtype, self.config.rope_scaling).to(device)
         self.causal_mask = None
-        if mask == "quadratic":
+        if self.mask_mode == "quadratic":
             self.causal_mask = torch.tril(torch.ones(cache_size, cache_size, dtype=torch.bool, device=device))
 
-    def step_mask(self, input_pos: Tensor) -> Tensor:
+    def step_mask(self, input_pos: Tensor) -> Optional[Tensor]:
+        if self.mask_mode == "none":
+            return None
         if self.mask_mode == "quadratic":
             return self.causal_mask[None, None, input_pos]
         slots = torch.arange(self.cache_size, device=input_pos.device)

@@ -60,18 +60,21 @@ GENERATE_FIELDS = {
     "warmup_s": "wall time of the warm-up sample(s), including compilation",
     "peak_alloc_bytes": "peak memory allocated by tensors during the timed samples",
     "peak_reserved_bytes": "peak memory reserved by the caching allocator",
+    "peak_memory_source": "what the peak_* numbers measure (CUDA allocator, or process RSS on CPU)",
     "model_size_bytes": "bytes of parameters and buffers of the weights (quantized as stored)",
     "kv_cache_bytes": "bytes of the KV caches (and their scales)",
     "bytes_per_token": "bytes read per decode step: weights + KV bytes actually read",
     "bandwidth_gb_s": "bytes_per_token x decode steps/s, GB/s",
     "copy_bandwidth_gb_s": "device-to-device copy bandwidth measured in the same run (read+write)",
     "bandwidth_fraction": "bandwidth_gb_s / copy_bandwidth_gb_s",
+    "samples": "per timed sample: {ttft_s, decode_s} seconds (the rates above are computed from these)",
 }
 
 EVAL_FIELDS = {
     "task": "lm-eval task name",
     "limit": "documents evaluated (None: all)",
     "num_fewshot": "few-shot examples",
+    "max_seq_len": "eval window in tokens: rolling-perplexity window length and context truncation",
     "metrics": "dict metric -> value",
     "stderr": "dict metric -> standard error",
 }
@@ -88,6 +91,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        # the GPU(s) SLURM gave this job step (CUDA_VISIBLE_DEVICES there is relative to them)
+        "slurm_step_gpus": os.environ.get("SLURM_STEP_GPUS"),
     }
     try:
         import torchao

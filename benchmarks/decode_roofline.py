@@ -1,0 +1,361 @@
+"""Batch-1 decode against the memory-bandwidth roofline: the plain torchao path vs ours (issue 6).
+
+In ONE process, on one seeded random model (built on the device, no checkpoint), for each technique:
+  plain  the technique's torchao config from llama/techniques.py, torch.compile(mode="reduce-overhead")
+         (--compile block: each TransformerBlock compiled, the gpt-fast-style full decode step otherwise)
+  ours   our weight-only linears (llama/kernels/gemv.py, Triton GEMV), each TransformerBlock compiled
+         once (mode "default": one compiled block serves all layers, which cuts warm-up), and the whole
+         decode step -- all blocks, head, greedy argmax, position update -- captured in one CUDA graph
+         and replayed per token, with no host work between tokens.
+Both decode greedily from the same 6-token prompt; each measurement is repeated (--repeats) and the
+spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.
+
+    python benchmarks/decode_roofline.py --techniques bf16,int8wo,int4wo-128,float8wo,float8dq-row
+    python benchmarks/decode_roofline.py --sweep          # GEMV launch shapes + kernel check only
+    python benchmarks/decode_roofline.py --device cpu --model tiny --compile none --new-tokens 8   # smoke
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llama import techniques  # noqa: E402
+from llama.kernels import gemv  # noqa: E402
+from llama.model import ARCHITECTURES, Transformer  # noqa: E402
+
+# technique -> (torchao registry spec, our scheme, our int4 group). None: that path is not offered.
+TECHNIQUE_PATHS = {
+    "bf16": ("none", "none", None),
+    "int8wo": ("int8wo", "int8", None),
+    "float8wo": ("float8wo", "float8", None),
+    "float8dq-row": ("float8dq-row", None, None),  # no weight-only twin: dynamic activations are its point
+    **{f"int4wo-{g}": (f"int4wo-{g}", "int4", g) for g in (32, 64, 128, 256)},
+}
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device, nbytes=1 << 30, reps=10) -> float:
+    """Device-to-device copy, bytes read + written per second (the roofline we compare to)."""
+    src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    times = []
+    for i in range(reps + 3):
+        sync(device)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return 2 * nbytes / statistics.median(times)
+
+
+def build_model(name, device, seed) -> Transformer:
+    """Seeded random bf16 weights created on the device (normal, std 0.02; norms at 1)."""
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("meta"):
+        model = Transformer(ARCHITECTURES[name])
+    torch.set_default_dtype(torch.float32)
+    model = model.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for pname, p in sorted(model.named_parameters()):
+            p.fill_(1.0) if p.ndim == 1 else p.normal_(0.0, 0.02, generator=gen)
+    return model.eval().requires_grad_(False)
+
+
+def weight_bytes_per_token(model) -> int:
+    """Weights one decode step reads: everything stored, but only one row of the embedding table."""
+    emb = model.tok_embeddings.weight
+    total = techniques.model_size_bytes(model)
+    tied = model.output.weight is emb if isinstance(model.output, nn.Linear) else False
+    return total if tied else total - techniques.storage_bytes(emb) + emb.shape[1] * emb.element_size()
+
+
+def rel_err(a, b) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+# ----------------------------------------------------------------------------- the two decode paths
+
+class PlainDecode:
+    """gpt-fast's loop: a compiled decode_one_token with mode="reduce-overhead"."""
+
+    def __init__(self, model, scope):
+        self.model = model
+        if scope == "full":
+            self.decode_one = torch.compile(self._decode_one, mode="reduce-overhead", fullgraph=True)
+        else:
+            self.decode_one = self._decode_one
+            if scope == "block":
+                for layer in model.layers:
+                    layer.compile(mode="reduce-overhead")
+
+    def _decode_one(self, tok, pos):
+        return self.model(tok, pos)[:, -1].argmax(-1, keepdim=True)
+
+    def decode(self, first, pos0, steps):
+        tok, pos, out = first, torch.tensor([pos0], device=first.device), [first]
+        for _ in range(steps):
+            torch.compiler.cudagraph_mark_step_begin()
+            tok = self.decode_one(tok, pos).clone()
+            pos += 1
+            out.append(tok)
+        return torch.cat(out, dim=1)
+
+
+class GraphedDecode:
+    """Each block compiled once (shared by all layers), the whole decode step in one CUDA graph."""
+
+    def __init__(self, model, scope, batch, device):
+        self.model, self.device, self.graph = model, device, None
+        if scope != "none":
+            for layer in model.layers:
+                layer.compile()
+            model.norm.compile()
+        self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.out = torch.zeros(batch, model.cache_size + 1, dtype=torch.long, device=device)
+
+    def _step(self):
+        # Device-only: the next token, its slot in `out`, and the position move on inside the graph.
+        nxt = self.model(self.tok, self.pos)[:, -1].argmax(-1, keepdim=True)
+        self.out.index_copy_(1, self.pos + 1, nxt)
+        self.tok.copy_(nxt)
+        self.pos.add_(1)
+
+    def _capture(self):
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # compile and autotune outside the capture
+                self._step()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step()
+
+    def decode(self, first, pos0, steps):
+        if self.device.type == "cuda" and self.graph is None:
+            self.tok.copy_(first)
+            self.pos.fill_(pos0)
+            self._capture()
+        self.tok.copy_(first)
+        self.pos.fill_(pos0)
+        self.out[:, pos0] = first[:, 0]
+        for _ in range(steps):
+            self.graph.replay() if self.graph is not None else self._step()
+        return self.out[:, pos0:pos0 + steps + 1].clone()
+
+
+def generate(model, decoder, prompt, new_tokens, device):
+    """Prefill eagerly, then decode; returns (tokens, decode seconds)."""
+    with torch.compiler.set_stance("force_eager"):
+        first = model(prompt, torch.arange(prompt.shape[1], device=device))[:, -1].argmax(-1, keepdim=True)
+    sync(device)
+    t0 = time.perf_counter()
+    tokens = decoder.decode(first, prompt.shape[1], new_tokens - 1)
+    sync(device)
+    return tokens, time.perf_counter() - t0
+
+
+def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw):
+    spec, scheme, group = TECHNIQUE_PATHS[technique]
+    row = {"technique": technique, "path": path}
+    if path == "ours" and scheme is None:
+        return None
+    torch._dynamo.reset()
+    mem0 = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    model = copy.deepcopy(base)
+    t0 = time.perf_counter()
+    if path == "plain":
+        try:
+            techniques.apply(model, spec, device, torch.bfloat16)
+        except techniques.Unsupported as e:
+            return dict(row, status=f"unsupported: {e}")
+    else:
+        tied = model.output.weight is model.tok_embeddings.weight
+        gemv.quantize_linears(model, scheme, group or 128, filter_fn=lambda m, fqn: not (tied and fqn == "output"))
+    sync(device)
+    row["quantize_s"] = time.perf_counter() - t0
+    row["weight_bytes"] = weight_bytes_per_token(model)
+    with torch.no_grad():
+        row["logits_rel_err"] = rel_err(model(eval_tokens), base_logits)
+    cache_size = -(-(prompt.shape[1] + args.new_tokens) // 16) * 16
+    model.setup_caches(1, cache_size)
+    kv_bytes = sum(layer.attention.kv_cache.bytes_read_per_step(cache_size) for layer in model.layers)
+    row["bytes_per_token"] = row["weight_bytes"] + kv_bytes
+    decoder = (PlainDecode(model, args.compile) if path == "plain"
+               else GraphedDecode(model, "none" if args.compile == "none" else "block", 1, device))
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        ref_tokens, _ = generate(model, decoder, prompt, args.new_tokens, device)
+        row["warmup_s"] = time.perf_counter() - t0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        rates = []
+        for _ in range(args.repeats):
+            tokens, secs = generate(model, decoder, prompt, args.new_tokens, device)
+            rates.append((args.new_tokens - 1) / secs)
+    row["tokens_repeat"] = bool(torch.equal(tokens, ref_tokens))
+    row["decode_tok_s"] = statistics.median(rates)
+    row["spread"] = (max(rates) - min(rates)) / row["decode_tok_s"]
+    row["rates"] = rates
+    row["bandwidth_gb_s"] = row["bytes_per_token"] * row["decode_tok_s"] / 1e9
+    row["copy_fraction"] = row["bandwidth_gb_s"] * 1e9 / copy_bw
+    if device.type == "cuda":
+        row["peak_gb"] = (torch.cuda.max_memory_allocated(device) - mem0) / 1e9
+    row["first_tokens"] = tokens[0, :8].tolist()
+    row["status"] = "ok"
+    del model, decoder
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+    return row
+
+
+def print_table(rows):
+    from tabulate import tabulate
+    plain = {r["technique"]: r for r in rows if r["path"] == "plain" and r.get("status") == "ok"}
+    table = []
+    for r in rows:
+        if r.get("status") != "ok":
+            table.append([r["technique"], r["path"], r.get("status")] + [""] * 9)
+            continue
+        ratio = r["decode_tok_s"] / plain[r["technique"]]["decode_tok_s"] if r["path"] == "ours" and r["technique"] in plain else None
+        table.append([r["technique"], r["path"], f"{r['decode_tok_s']:.1f}", f"{100 * r['spread']:.1f}%",
+                      f"{ratio:.2f}x" if ratio else "", f"{r['bytes_per_token'] / 1e9:.3f}",
+                      f"{r['bandwidth_gb_s']:.0f}", f"{100 * r['copy_fraction']:.0f}%",
+                      f"{r.get('peak_gb', float('nan')):.2f}", f"{r['warmup_s']:.1f}", f"{r['logits_rel_err']:.4f}",
+                      "yes" if r["tokens_repeat"] else "NO"])
+    print(tabulate(table, tablefmt="github", headers=[
+        "technique", "path", "decode tok/s", "spread", "ours/plain", "GB/token", "GB/s", "of copy bw",
+        "peak GB", "warm-up s", "logits rel err", "same tokens"]))
+
+
+# ----------------------------------------------------------------------------- GEMV sweep
+
+def sweep(args, device, out_dir):
+    """Check each kernel against the dequantized reference on the model's linear shapes, and time
+    launch shapes (L2 flushed between runs); print the best per weight kind by time per token."""
+    import itertools
+
+    from triton.testing import do_bench
+    cfg = ARCHITECTURES[args.model]
+    hd = cfg.head_dim
+    shapes = {"wqkv": ((cfg.n_heads + 2 * cfg.n_kv_heads) * hd, cfg.dim, cfg.n_layers),
+              "wo": (cfg.dim, cfg.dim, cfg.n_layers), "w13": (2 * cfg.intermediate_size, cfg.dim, cfg.n_layers),
+              "w2": (cfg.dim, cfg.intermediate_size, cfg.n_layers), "output": (cfg.vocab_size, cfg.dim, 1)}
+    kinds = {"bfloat16": lambda w: (w, None), "int8": lambda w: gemv.quantize_rowwise(w, torch.int8),
+             "float8_e4m3fn": lambda w: gemv.quantize_rowwise(w, torch.float8_e4m3fn),
+             "int4": lambda w: gemv.quantize_int4(w, args.int4_group)}
+    configs = list(itertools.product((4, 8, 16), (512, 2048), (4, 8)))
+    lines, best = [], {}
+    for kind, quant in kinds.items():
+        totals = {c: 0.0 for c in configs}
+        cublas_total, bytes_total = 0.0, 0
+        for sname, (n, k, count) in shapes.items():
+            w = torch.randn(n, k, device=device, dtype=torch.bfloat16) * 0.02
+            q = quant(w)
+            x = torch.randn(1, k, device=device, dtype=torch.bfloat16)
+            if kind == "int4":
+                ref = x.float() @ gemv.dequantize_int4(*q).float().T
+                fn = lambda c: gemv.int4_gemv(x, *q, config=list(c))  # noqa: E731
+            else:
+                deq = q[0] if q[1] is None else gemv.dequantize_rowwise(*q, torch.bfloat16)
+                ref = x.float() @ deq.float().T
+                fn = lambda c: gemv.rowwise_gemv(x, q[0], q[1], config=list(c))  # noqa: E731
+            nbytes = sum(t.numel() * t.element_size() for t in q if t is not None)
+            bytes_total += nbytes * count
+            if kind == "bfloat16":
+                cublas_total += do_bench(lambda: x @ w.T, warmup=5, rep=20, return_mode="median") * count
+            for c in configs:
+                err = rel_err(fn(c), ref)
+                if not err < 1e-2:
+                    raise SystemExit(f"GEMV {kind} {sname} config {c}: relative error {err:.2e} vs dequantized reference")
+                ms = do_bench(lambda: fn(c), warmup=5, rep=20, return_mode="median")
+                totals[c] += ms * count
+                lines.append(f"{kind} {sname} {n}x{k} cfg={c} err={err:.1e} {ms * 1e3:.1f}us {nbytes / ms / 1e6:.0f}GB/s")
+            del w, q
+        c = min(totals, key=totals.get)
+        best[kind] = (c, totals[c], bytes_total / totals[c] / 1e6, cublas_total)
+    (out_dir / "gemv_sweep.txt").write_text("\n".join(lines) + "\n")
+    print("\nGEMV sweep: all linears of one decode step (L2 flushed per launch; sum of kernel medians)")
+    for kind, (c, ms, gbs, cub) in best.items():
+        print(f"  {kind:14s} best (BLOCK_N, BLOCK_K, warps)={c}: {ms:.3f} ms/token, {gbs:.0f} GB/s"
+              + (f"; cuBLAS bf16 {cub:.3f} ms/token" if cub else ""))
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="meta-llama/Llama-3.1-8B", choices=sorted(ARCHITECTURES))
+    p.add_argument("--techniques", default="bf16,int8wo,int4wo-128,float8wo,float8dq-row")
+    p.add_argument("--paths", default="plain,ours")
+    p.add_argument("--prompt-tokens", type=int, default=6)
+    p.add_argument("--new-tokens", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--compile", choices=("block", "full", "none"), default="block",
+                   help="plain path: compile each block (default), the whole decode step, or nothing")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sweep", action="store_true", help="check and time the GEMV kernels only")
+    p.add_argument("--int4-group", type=int, default=128, help="group size for the --sweep int4 kernel")
+    p.add_argument("--out", default=os.environ.get("OUT", "results/decode_roofline"))
+    args = p.parse_args(argv)
+    unknown = [t for t in args.techniques.split(",") if t not in TECHNIQUE_PATHS]
+    if unknown:
+        p.error(f"unknown technique(s) {unknown}; known: {', '.join(TECHNIQUE_PATHS)}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("CUDA is not available here; use --device cpu --model tiny for a smoke run")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch._dynamo.config.recompile_limit = 64  # one compiled block per layer shape, never fall back to eager
+    if args.sweep:
+        return sweep(args, device, out_dir)
+
+    copy_bw = copy_bandwidth(device)
+    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
+          f"copy bandwidth {copy_bw / 1e9:.0f} GB/s (read + write)", flush=True)
+    base = build_model(args.model, device, args.seed)
+    gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+    vocab = ARCHITECTURES[args.model].vocab_size
+    prompt = torch.randint(0, vocab, (1, args.prompt_tokens), device=device, generator=gen)
+    eval_tokens = torch.randint(0, vocab, (1, 128), device=device, generator=gen)
+    with torch.no_grad():
+        base_logits = base(eval_tokens)
+    rows = []
+    for technique in args.techniques.split(","):
+        for path in args.paths.split(","):
+            t0 = time.perf_counter()
+            row = run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw)
+            if row is None:
+                continue
+            row["copy_bandwidth_gb_s"] = copy_bw / 1e9
+            rows.append(row)
+            print(json.dumps(row, default=str), f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            with open(out_dir / "decode_roofline.jsonl", "a") as f:
+                f.write(json.dumps(row, default=str) + "\n")
+    print(f"\nbatch 1, {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, greedy; "
+          f"{args.model} random bf16 weights; plain compile scope: {args.compile}; "
+          f"copy bandwidth {copy_bw / 1e9:.0f} GB/s; tok/s median of {args.repeats}")
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

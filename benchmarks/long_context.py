@@ -1,0 +1,281 @@
+"""Long context (issue 7): the seed's KV-cache methods and the prefix-only caches, side by side.
+
+One process, synthetic weights (seeded, random, made on the device), so every variant sees the
+same model. For each variant and cache size it prints peak allocated/reserved memory, TTFT and
+decode tok/s (decode steps replayed from a CUDA graph on GPU, so launch overhead is out of every
+variant alike), and decode against the roofline: bytes per token = weights + the KV bytes the
+variant's attention actually reads (KVCache.bytes_read_per_step), over the copy bandwidth measured
+here. Then real long prompts (chunked prefill, no S x S mask) and the logits error of each KV format.
+
+    python benchmarks/long_context.py                                  # the full run on a GPU
+    python benchmarks/long_context.py --device cpu --model tiny --weights bf16 --sizes 256,1024 \
+        --long_prompts 512 --short_cache 256 --new_tokens 4          # a CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llama.model import ARCHITECTURES, Transformer  # noqa: E402
+
+# variant -> (llama.model.KV_CACHES name, mask mode). The first three are the seed's methods.
+VARIANTS = {
+    "normal": ("model", "quadratic"),
+    "kv-int8": ("int8", "quadratic"),
+    "kv-int8+linear-mask": ("int8", "linear"),
+    "kv-prefix (bf16)": ("prefix", "quadratic"),  # fused caches build no mask whatever is asked
+    "kv-int8-fused": ("int8-fused", "quadratic"),
+    "kv-fp8-fused": ("fp8-fused", "quadratic"),
+    "kv-int4-fused": ("int4-fused", "quadratic"),
+}
+SEED_VARIANTS = ("normal", "kv-int8", "kv-int8+linear-mask")
+GB = 1e9
+
+
+def build_model(name: str, device: torch.device, seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = Transformer(ARCHITECTURES[name])
+    finally:
+        torch.set_default_dtype(default)
+    return model.eval().requires_grad_(False)
+
+
+def quantize_int4(model: Transformer) -> None:
+    from torchao.quantization import Int4WeightOnlyConfig, quantize_
+
+    quantize_(model, Int4WeightOnlyConfig(group_size=64, int4_packing_format="tile_packed_to_4d"))
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Storage bytes, through tensor subclasses (torchao's int4 weights hold packed data + scales)."""
+    if type(t) not in (torch.Tensor, torch.nn.Parameter) and hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
+def weight_bytes_per_token(model: Transformer) -> int:
+    """Weights a decode step reads: every Linear and norm, but one row of the embedding table."""
+    total = sum(tensor_bytes(p) for n, p in model.named_parameters() if not n.startswith("tok_embeddings"))
+    emb = model.tok_embeddings.weight
+    return total + emb.shape[1] * emb.element_size()
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Device-to-device copy, bytes read + written per second (the roofline's ceiling)."""
+    if device.type != "cuda":
+        return float("nan")
+    src = torch.randn(1 << 30, device=device, dtype=torch.bfloat16)  # 2 GiB, far past L2
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        dst.copy_(src)
+    end.record()
+    torch.cuda.synchronize()
+    return 10 * 2 * tensor_bytes(src) / (start.elapsed_time(end) / 1e3)
+
+
+def free_caches(model: Transformer) -> None:
+    for layer in model.layers:
+        layer.attention.kv_cache = None
+    model.causal_mask = model.freqs_cis = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def prefill(model, tokens: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Chunked prefill: each chunk attends to the cache prefix; only the last logits are kept."""
+    n = tokens.shape[1]
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        logits = model(tokens[:, a:b], torch.arange(a, b, device=tokens.device))
+    return logits[:, -1:]
+
+
+def decode(model, first: torch.Tensor, start_pos: int, steps: int, device) -> float:
+    """Greedy decode `steps` tokens from `start_pos`; returns seconds. On CUDA one step is captured
+    in a graph and replayed; the position lives in a device tensor (no host sync per token)."""
+    tok = first.argmax(-1).view(1, 1).clone()
+    pos = torch.tensor([start_pos], device=device)
+    if device.type != "cuda":
+        t0 = time.perf_counter()
+        for i in range(steps):
+            pos.fill_(start_pos + i)
+            tok = model(tok, pos).argmax(-1)
+        return time.perf_counter() - t0
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        model(tok, pos)  # warm-up: Triton compiles, allocator settles
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        logits = model(tok, pos)
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        pos.fill_(start_pos + i)
+        graph.replay()
+        tok.copy_(logits[:, -1].argmax(-1, keepdim=True))
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def run_case(model, variant, cache_size, prompt_len, new_tokens, chunk, device, bandwidth, weight_bytes):
+    kv, mask = VARIANTS[variant]
+    row = dict(variant=variant, cache=cache_size, prompt=prompt_len)
+    free_caches(model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with torch.no_grad():
+            model.setup_caches(1, cache_size, kv_cache=kv, mask=mask)
+            gen = torch.Generator(device="cpu").manual_seed(1)
+            tokens = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=gen).to(device)
+            sync(device)
+            t0 = time.perf_counter()
+            last = prefill(model, tokens, chunk)
+            last.argmax(-1).cpu()  # the first token, on the host
+            row["ttft_s"] = time.perf_counter() - t0
+            seconds = decode(model, last, prompt_len, new_tokens, device)
+    except torch.OutOfMemoryError:
+        row["status"] = "oom"
+        free_caches(model)
+        return row
+    row["status"] = "ok"
+    row["decode_tok_s"] = new_tokens / seconds
+    context = prompt_len + new_tokens // 2  # mean context over the decode steps
+    kv_bytes = sum(layer.attention.kv_cache.bytes_read_per_step(context) for layer in model.layers)
+    row["GB/token"] = (weight_bytes + kv_bytes) / GB
+    row["roofline_tok_s"] = bandwidth / (weight_bytes + kv_bytes)
+    row["of_roofline"] = row["decode_tok_s"] / row["roofline_tok_s"]
+    if device.type == "cuda":
+        row["peak_alloc_GB"] = torch.cuda.max_memory_allocated() / GB
+        row["peak_reserved_GB"] = torch.cuda.max_memory_reserved() / GB
+    free_caches(model)
+    return row
+
+
+def logits_error(model, device, prompt_len=1024, steps=16, cache_size=2048):
+    """Each KV format vs bf16 KV (the 'normal' cache) on the same tokens: prefill, then `steps`
+    teacher-forced decode steps. Relative L2 error of the logits and top-1 agreement."""
+    gen = torch.Generator(device="cpu").manual_seed(2)
+    tokens = torch.randint(0, model.config.vocab_size, (1, prompt_len + steps), generator=gen).to(device)
+
+    def run(variant):
+        kv, mask = VARIANTS[variant]
+        free_caches(model)
+        model.setup_caches(1, cache_size, kv_cache=kv, mask=mask)
+        with torch.no_grad():
+            out = [model(tokens[:, :prompt_len], torch.arange(prompt_len, device=device))[:, -1:]]
+            for i in range(prompt_len, prompt_len + steps):
+                out.append(model(tokens[:, i:i + 1], torch.tensor([i], device=device)))
+        free_caches(model)
+        return torch.cat(out, 1).float()
+
+    ref = run("normal")
+    rows = []
+    for variant in ("kv-int8", "kv-prefix (bf16)", "kv-int8-fused", "kv-fp8-fused", "kv-int4-fused"):
+        got = run(variant)
+        rows.append(dict(variant=variant, logits_rel_err=((got - ref).norm() / ref.norm()).item(),
+                         top1_agree=(got.argmax(-1) == ref.argmax(-1)).float().mean().item()))
+    return rows
+
+
+def show(title, rows, out):
+    text = f"\n## {title}\n\n" + tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3g")
+    print(text, flush=True)
+    out.append(text)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="meta-llama/Llama-3.1-8B", choices=list(ARCHITECTURES))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--weights", default="bf16,int4wo-64", help="comma list: bf16 and/or int4wo-64 (in that order)")
+    p.add_argument("--sizes", default="8192,16384,32768,65536,131072", help="cache sizes for the sweep")
+    p.add_argument("--short_cache", type=int, default=1024, help="the short cache for the capacity check")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--bf16_variants", default="normal,kv-int8,kv-int8+linear-mask,kv-int8-fused",
+                   help="variants run with bf16 weights (at the largest size only)")
+    p.add_argument("--long_prompts", default="32768,130944", help="prompt lengths for real long prompts")
+    p.add_argument("--long_variants", default="kv-int8-fused,kv-int4-fused")
+    p.add_argument("--prompt", type=int, default=128, help="short prompt for the sweep")
+    p.add_argument("--new_tokens", type=int, default=32)
+    p.add_argument("--chunk", type=int, default=8192, help="prefill chunk (tokens)")
+    p.add_argument("--out", default=None, help="also write the tables to this file")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("no CUDA device here; pass --device cpu (with --model tiny) for a smoke run")
+    unknown = set(args.variants.split(",") + args.long_variants.split(",")) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    tables: list[str] = []
+    bandwidth = copy_bandwidth(device)
+    print(f"# {args.model} synthetic, {device} "
+          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, copy bandwidth {bandwidth / GB:.0f} GB/s",
+          flush=True)
+    model = build_model(args.model, device)
+
+    for weights in args.weights.split(","):
+        if weights == "int4wo-64":
+            t0 = time.perf_counter()
+            quantize_int4(model)
+            print(f"# int4wo-64 quantization {time.perf_counter() - t0:.1f} s", flush=True)
+        elif weights != "bf16":
+            p.error(f"--weights: bf16 or int4wo-64, not {weights!r}")
+        wbytes = weight_bytes_per_token(model)
+        print(f"# {weights}: weights read per token {wbytes / GB:.2f} GB", flush=True)
+        if weights == "bf16":
+            rows = [run_case(model, v, max(sizes), args.prompt, args.new_tokens, args.chunk, device, bandwidth, wbytes)
+                    for v in args.bf16_variants.split(",") if v]
+            show(f"bf16 weights, cache {max(sizes)}, prompt {args.prompt}", rows, tables)
+            show("KV format accuracy (bf16 weights): logits vs bf16 KV, same tokens", logits_error(model, device), tables)
+            continue
+        rows = []
+        for size in [args.short_cache] + sizes:
+            for v in args.variants.split(","):
+                rows.append(run_case(model, v, size, args.prompt, args.new_tokens, args.chunk, device, bandwidth, wbytes))
+                print(rows[-1], flush=True)
+        show(f"{weights} weights, prompt {args.prompt}, {args.new_tokens} new tokens", rows, tables)
+        short = {r["variant"]: r.get("decode_tok_s") for r in rows if r["cache"] == args.short_cache}
+        capacity = [dict(variant=r["variant"], short_cache_tok_s=short[r["variant"]], big_cache_tok_s=r.get("decode_tok_s"),
+                         ratio=(r.get("decode_tok_s") or 0) / short[r["variant"]] if short.get(r["variant"]) else None)
+                    for r in rows if r["cache"] == max(sizes)]
+        show(f"capacity: cache {max(sizes)} vs {args.short_cache}, same short prompt", capacity, tables)
+        long_rows = []
+        for n in [int(s) for s in args.long_prompts.split(",") if s]:
+            cache = -(-(n + args.new_tokens + 1) // 128) * 128
+            for v in args.long_variants.split(","):
+                long_rows.append(run_case(model, v, cache, n, args.new_tokens, args.chunk, device, bandwidth, wbytes))
+                print(long_rows[-1], flush=True)
+        if long_rows:
+            show(f"{weights} weights, real long prompts (chunked prefill, chunk {args.chunk})", long_rows, tables)
+    if args.out:
+        Path(args.out).write_text("\n".join(tables) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Attention over a (quantized) KV cache that reads only the filled prefix: one Triton kernel
+for decode (split-K flash-decoding) and chunked prefill (flash attention, causal from positions).
+
+Nothing here builds a mask: each query row's position comes from `input_pos` (a device tensor),
+and a row attends to cache slots 0..pos. The filled length is max(pos) + 1, computed inside the
+kernel, so a decode step makes no host sync and can be captured in a CUDA graph.
+
+Storage formats (one byte layout per format, dequantized in registers, never to a bf16 copy):
+  FMT_MODEL  K/V in the model dtype, no scales
+  FMT_INT8   int8, one scale per (token, head)                                 q = round(x / (amax/127))
+  FMT_FP8    float8_e4m3fn, one scale per (token, head)                        q = x / (amax/448)
+  FMT_INT4   int4 in [-8, 7], one scale per (token, head, 32 dims); byte j of a row holds dim j in its
+             low nibble and dim j + D/2 in its high nibble, so a tile unpacks into its two halves.
+The kernel works on the two halves of head_dim separately (q_lo.k_lo + q_hi.k_hi), so the int4
+layout needs no interleave and every format shares one code path.
+
+GQA: one program serves all G = n_heads / n_kv_heads query heads of one KV head, so each K/V
+tile is read once for G heads (rows of a program are (token, group) pairs).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the torch fallback below is used
+    triton = None
+
+FMT_MODEL, FMT_INT8, FMT_FP8, FMT_INT4 = 0, 1, 2, 3
+INT4_GROUP = 32
+# Triton's CPU interpreter (TRITON_INTERPRET=1, used by the CPU tests) gets bf16 tl.dot wrong: use fp32 there.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+DECODE_SPLITS = 32  # split-K programs per (batch, kv head) in decode: 8 kv heads x 32 = 256 programs >= 2 x 132 SMs
+
+
+# ----------------------------------------------------------------------------- quantize / dequantize (torch)
+
+def quantize(x: Tensor, fmt: int) -> tuple[Tensor, Tensor | None]:
+    """x: (..., D) in the model dtype -> (stored values, scales (..., n_groups) in x's dtype)."""
+    if fmt == FMT_MODEL:
+        return x, None
+    xf = x.float()
+    if fmt == FMT_INT4:
+        groups = xf.unflatten(-1, (-1, INT4_GROUP))
+        scale = groups.abs().amax(-1, keepdim=True).clamp(min=1e-6) / 7.0
+        q = torch.round(groups / scale).clamp(-8, 7).to(torch.int8).flatten(-2)
+        half = q.shape[-1] // 2
+        packed = (q[..., :half] & 0xF) | (q[..., half:] << 4)  # stays within int8: [-128, 127]
+        return packed, scale.squeeze(-1).to(x.dtype)
+    qmax = 127.0 if fmt == FMT_INT8 else 448.0
+    scale = xf.abs().amax(-1, keepdim=True).clamp(min=1e-6) / qmax
+    if fmt == FMT_INT8:
+        return torch.round(xf / scale).clamp(-127, 127).to(torch.int8), scale.to(x.dtype)
+    return (xf / scale).to(torch.float8_e4m3fn), scale.to(x.dtype)
+
+
+def dequantize(stored: Tensor, scale: Tensor | None, fmt: int, dtype: torch.dtype) -> Tensor:
+    if fmt == FMT_MODEL:
+        return stored.to(dtype)
+    if fmt == FMT_INT4:
+        p = stored.to(torch.int16)
+        q = torch.cat([(p << 12) >> 12, p >> 4], dim=-1).float()  # sign-extended low, high nibbles
+        return (q.unflatten(-1, (-1, INT4_GROUP)) * scale.float()[..., None]).flatten(-2).to(dtype)
+    return (stored.float() * scale.float()).to(dtype)
+
+
+def attention_reference(q: Tensor, k: Tensor, v: Tensor, k_scale, v_scale, input_pos: Tensor, fmt: int) -> Tensor:
+    """Plain-torch path (CPU, and the reference for the kernel): dequantize only the filled prefix
+    and run SDPA with a (T, L) causal mask from input_pos. q: (B, Hq, T, D); cache (B, Hkv, S, *)."""
+    filled = int(input_pos.max()) + 1  # a host read; free on CPU
+    kd = dequantize(k[:, :, :filled], None if k_scale is None else k_scale[:, :, :filled], fmt, q.dtype)
+    vd = dequantize(v[:, :, :filled], None if v_scale is None else v_scale[:, :, :filled], fmt, q.dtype)
+    mask = torch.arange(filled, device=q.device)[None, :] <= input_pos[:, None]
+    return F.scaled_dot_product_attention(q, kd, vd, attn_mask=mask, enable_gqa=True)
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+
+if triton is not None:
+
+    @triton.jit
+    def _load_halves(base, scale_base, offs_n, dh, stride_n, stride_sn,
+                     FMT: tl.constexpr, GROUP: tl.constexpr, HALF: tl.constexpr, DOT_DTYPE: tl.constexpr):
+        """A (BLOCK_N, D) tile of K or V as two bf16 (BLOCK_N, D/2) halves, dequantized in registers.
+        offs_n are clamped in-bounds slots, so the loads need no mask (fp8 has no `other`)."""
+        ptrs = base + offs_n[:, None] * stride_n + dh[None, :]
+        if FMT == 3:
+            packed = tl.load(ptrs).to(tl.int32)
+            lo = ((packed << 28) >> 28).to(tl.float32)
+            hi = (packed >> 4).to(tl.float32)
+        else:
+            lo = tl.load(ptrs).to(tl.float32)
+            hi = tl.load(ptrs + HALF).to(tl.float32)
+        if FMT != 0:
+            sp = scale_base + offs_n[:, None] * stride_sn
+            lo = lo * tl.load(sp + (dh // GROUP)[None, :]).to(tl.float32)
+            hi = hi * tl.load(sp + ((dh + HALF) // GROUP)[None, :]).to(tl.float32)
+        return lo.to(DOT_DTYPE), hi.to(DOT_DTYPE)
+
+    @triton.jit
+    def _attention_kernel(Q, K, V, KS, VS, POS, OUT, PART_ACC, PART_LSE,
+                          stride_qb, stride_qh, stride_qt,
+                          stride_kb, stride_kh, stride_kn,
+                          stride_sb, stride_sh, stride_sn,
+                          stride_ob, stride_ot, stride_oh,
+                          T, n_rows_total, sm_scale_log2,
+                          HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr,
+                          GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          NUM_SPLITS: tl.constexpr, DOT_DTYPE: tl.constexpr):
+        HALF: tl.constexpr = D // 2
+        pid_m, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        b, hkv = pid_bh // HKV, pid_bh % HKV
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < T * G
+        t, head = rows // G, hkv * G + rows % G
+        pos = tl.load(POS + t, mask=row_ok, other=-1)
+        filled = tl.max(pos, 0) + 1  # this block's rows see slots [0, filled): the prefix, no more
+        chunk = tl.cdiv(tl.cdiv(filled, NUM_SPLITS), BLOCK_N) * BLOCK_N
+        start = split * chunk
+        end = tl.minimum(start + chunk, filled)
+
+        dh = tl.arange(0, HALF)
+        q_ptrs = Q + b * stride_qb + head[:, None] * stride_qh + t[:, None] * stride_qt + dh[None, :]
+        q_lo = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0).to(DOT_DTYPE)
+        q_hi = tl.load(q_ptrs + HALF, mask=row_ok[:, None], other=0.0).to(DOT_DTYPE)
+        k_base = K + b * stride_kb + hkv * stride_kh
+        v_base = V + b * stride_kb + hkv * stride_kh
+        ks_base = KS + b * stride_sb + hkv * stride_sh
+        vs_base = VS + b * stride_sb + hkv * stride_sh
+
+        m_i = tl.full([BLOCK_M], -1e30, tl.float32)  # finite: a fully masked tile gives p = 0, not NaN
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc_lo = tl.zeros([BLOCK_M, HALF], tl.float32)
+        acc_hi = tl.zeros([BLOCK_M, HALF], tl.float32)
+        for n0 in range(start, end, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            n_ok = offs_n < end
+            slots = tl.minimum(offs_n, end - 1)  # tail: re-read the last slot; its score is masked to -inf
+            k_lo, k_hi = _load_halves(k_base, ks_base, slots, dh, stride_kn, stride_sn, FMT, GROUP, HALF, DOT_DTYPE)
+            s = tl.dot(q_lo, tl.trans(k_lo)) + tl.dot(q_hi, tl.trans(k_hi))
+            s = tl.where(n_ok[None, :] & (offs_n[None, :] <= pos[:, None]), s * sm_scale_log2, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v_lo, v_hi = _load_halves(v_base, vs_base, slots, dh, stride_kn, stride_sn, FMT, GROUP, HALF, DOT_DTYPE)
+            p_dot = p.to(DOT_DTYPE)
+            acc_lo = acc_lo * alpha[:, None] + tl.dot(p_dot, v_lo)
+            acc_hi = acc_hi * alpha[:, None] + tl.dot(p_dot, v_hi)
+            m_i = m_new
+
+        l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+        if NUM_SPLITS == 1:
+            o_ptrs = OUT + b * stride_ob + t[:, None] * stride_ot + head[:, None] * stride_oh + dh[None, :]
+            tl.store(o_ptrs, (acc_lo / l_safe[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
+            tl.store(o_ptrs + HALF, (acc_hi / l_safe[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
+        else:
+            # Normalized partial output and its log2-sum-exp; _combine_kernel merges the splits.
+            part_row = (split * n_rows_total) + pid_bh * (T * G) + rows
+            tl.store(PART_LSE + part_row, m_i + tl.log2(l_i), mask=row_ok)  # -inf for an empty split
+            a_ptrs = PART_ACC + part_row[:, None] * D + dh[None, :]
+            tl.store(a_ptrs, acc_lo / l_safe[:, None], mask=row_ok[:, None])
+            tl.store(a_ptrs + HALF, acc_hi / l_safe[:, None], mask=row_ok[:, None])
+
+    @triton.jit
+    def _combine_kernel(PART_ACC, PART_LSE, OUT, n_rows_total, T, stride_ob, stride_ot, stride_oh,
+                        HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, NUM_SPLITS: tl.constexpr):
+        r = tl.program_id(0)
+        s, d = tl.arange(0, NUM_SPLITS), tl.arange(0, D)
+        lse = tl.load(PART_LSE + s * n_rows_total + r)
+        w = tl.exp2(lse - tl.max(lse, 0))
+        acc = tl.load(PART_ACC + (s[:, None] * n_rows_total + r) * D + d[None, :])
+        out = tl.sum(acc * w[:, None], 0) / tl.sum(w, 0)
+        bh, row = r // (T * G), r % (T * G)
+        b, head, t = bh // HKV, (bh % HKV) * G + row % G, row // G
+        tl.store(OUT + b * stride_ob + t * stride_ot + head * stride_oh + d, out.to(OUT.dtype.element_ty))
+
+
+def attention_kernel(q: Tensor, k: Tensor, v: Tensor, k_scale, v_scale, input_pos: Tensor, fmt: int,
+                     num_splits: int | None = None) -> Tensor:
+    """Triton path. q: (B, Hq, T, D) any strides with contiguous D; k/v: (B, Hkv, S, D or D/2)
+    contiguous; scales (B, Hkv, S, n_groups) or None; input_pos: (T,) device tensor. Returns
+    (B, Hq, T, D) as a transposed view of a contiguous (B, T, Hq, D) tensor (what wo wants)."""
+    if triton is None:
+        raise RuntimeError("the fused KV-cache attention needs triton (pip install triton), or run on CPU")
+    B, Hq, T, D = q.shape
+    Hkv = k.shape[1]
+    G = Hq // Hkv
+    rows = T * G
+    decode = rows <= 16
+    block_m, block_n = (16, 64) if decode else (64, 64)
+    splits = (num_splits or DECODE_SPLITS) if decode else (num_splits or 1)
+    out = torch.empty(B, T, Hq, D, dtype=q.dtype, device=q.device)
+    ks = k_scale if k_scale is not None else k  # unused when fmt == FMT_MODEL
+    vs = v_scale if v_scale is not None else v
+    n_rows_total = B * Hkv * rows
+    part_acc = part_lse = torch.empty(1, device=q.device)  # unused when splits == 1 (never alias `out`)
+    if splits > 1:
+        part_acc = torch.empty(splits, n_rows_total, D, dtype=torch.float32, device=q.device)
+        part_lse = torch.empty(splits, n_rows_total, dtype=torch.float32, device=q.device)
+    group = INT4_GROUP if fmt == FMT_INT4 else D
+    grid = (triton.cdiv(rows, block_m), B * Hkv, splits)
+    _attention_kernel[grid](
+        q, k, v, ks, vs, input_pos, out, part_acc, part_lse,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        ks.stride(0), ks.stride(1), ks.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        T, n_rows_total, math.log2(math.e) / math.sqrt(D),
+        HKV=Hkv, G=G, D=D, FMT=fmt, GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
+        DOT_DTYPE=tl.float32 if INTERPRET else tl.bfloat16, num_warps=4)
+    if splits > 1:
+        _combine_kernel[(n_rows_total,)](part_acc, part_lse, out, n_rows_total, T,
+                                         out.stride(0), out.stride(1), out.stride(2),
+                                         HKV=Hkv, G=G, D=D, NUM_SPLITS=splits, num_warps=4)
+    return out.transpose(1, 2)

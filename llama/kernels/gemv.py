@@ -1,0 +1,252 @@
+"""Weight-only quantized linears with Triton GEMV kernels for batch-1 decode.
+
+Batch-1 decode is memory bound: each step reads every weight once. These linears store weights as
+int8 or float8_e4m3 with one scale per output row, or as int4 (two per byte) with a scale and a zero
+per group of `group_size` inputs, and on CUDA compute y = x @ W.T for a few rows of x with one
+Triton kernel that dequantizes in registers, so each weight byte crosses the memory bus once.
+
+Everything else (CPU, prefill with many rows, no Triton) runs plain torch on the dequantized
+weight: the same function, so CI and the default CPU run are unaffected.
+
+Layouts (N outputs, K inputs):
+- rowwise: `qweight` (N, K) int8 or float8_e4m3fn, `scale` (N,) float32; w = q * scale.
+- int4: `qweight` (N, K // 2) uint8, input 2j in the low nibble and 2j + 1 in the high one;
+  `scale` and `zero` (N, K // group_size) in the model dtype; w = q * scale + zero, q in 0..15.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+    from torch.library import triton_op, wrap_triton
+except ImportError:  # CPU-only installs: the torch fallback below is the whole story
+    triton = None
+
+# Above this many rows of x, one matmul on the dequantized weight beats re-reading W per row.
+MAX_GEMV_ROWS = 4
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def triton_gemv_available(x: Tensor) -> bool:
+    return triton is not None and x.is_cuda and x.numel() // x.shape[-1] <= MAX_GEMV_ROWS
+
+
+# ----------------------------------------------------------------------------- quantization
+
+def quantize_rowwise(weight: Tensor, dtype: torch.dtype = torch.int8) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-row quantization to int8 or float8_e4m3fn -> (qweight, scale)."""
+    w = weight.float()
+    qmax = 127.0 if dtype == torch.int8 else torch.finfo(dtype).max
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / qmax
+    q = w / scale[:, None]
+    q = q.round().clamp(-127, 127) if dtype == torch.int8 else q.clamp(-qmax, qmax)
+    return q.to(dtype), scale
+
+
+def quantize_int4(weight: Tensor, group_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Asymmetric (min/max) int4 per group of inputs -> (packed uint8, scale, zero)."""
+    n, k = weight.shape
+    if k % group_size or group_size % 2:
+        raise ValueError(f"int4 group_size {group_size} must be even and divide in_features {k}")
+    w = weight.float().view(n, k // group_size, group_size)
+    lo, hi = w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
+    # Scale and zero are stored in the model dtype; quantize against the stored values so the
+    # dequantized reference is exactly what the kernel computes with.
+    scale = ((hi - lo) / 15).clamp(min=1e-8).to(weight.dtype).float()
+    zero = lo.to(weight.dtype).float()
+    q = ((w - zero) / scale).round().clamp(0, 15).to(torch.uint8).view(n, k)
+    packed = q[:, 0::2] | (q[:, 1::2] << 4)
+    return packed, scale.squeeze(-1).to(weight.dtype), zero.squeeze(-1).to(weight.dtype)
+
+
+def dequantize_rowwise(qweight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    return (qweight.float() * scale[:, None]).to(dtype)
+
+
+def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
+    n = packed.shape[0]
+    q = torch.stack([packed & 0xF, packed >> 4], dim=-1).view(n, -1).float()
+    group_size = q.shape[1] // scale.shape[1]
+    w = q.view(n, -1, group_size) * scale.float()[..., None] + zero.float()[..., None]
+    return w.view(n, -1).to(scale.dtype)
+
+
+# ----------------------------------------------------------------------------- kernels
+# Launch shapes (BLOCK_N, BLOCK_K, num_warps) per weight kind, picked by a sweep over Llama-3.1-8B's
+# linear shapes on an H200 (benchmarks/decode_roofline.py --sweep). BLOCK_K counts inputs.
+GEMV_CONFIGS = {"int8": (8, 512, 4), "float8_e4m3fn": (8, 512, 4), "bfloat16": (8, 512, 4), "int4": (8, 1024, 4)}
+
+
+def _config_key(weight_dtype: torch.dtype) -> str:
+    return "int4" if weight_dtype == torch.uint8 else str(weight_dtype).removeprefix("torch.")
+
+
+if triton is not None:
+
+    @triton.jit
+    def _rowwise_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K,
+                             HAS_SCALE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # Grid (rows of x, blocks of N): rows sharing a weight tile run next to each other,
+        # so a second row finds the tile in L2.
+        m = tl.program_id(0)
+        rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.arange(0, BLOCK_K)
+        n_ok = rn < N
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k_ok = k0 + rk < K
+            x = tl.load(x_ptr + m * K + k0 + rk, mask=k_ok, other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + rn[:, None] * K + (k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :],
+                        other=0.0, eviction_policy="evict_first")
+            acc += w.to(tl.float32) * x[None, :]
+        y = tl.sum(acc, axis=1)
+        if HAS_SCALE:
+            y = y * tl.load(scale_ptr + rn, mask=n_ok, other=0.0)
+        tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=n_ok)
+
+    @triton.jit
+    def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K,
+                          GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # BLOCK_K is a multiple of GROUP that divides K (checked by the caller).
+        m = tl.program_id(0)
+        rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rb = tl.arange(0, BLOCK_K // 2)
+        rk = tl.arange(0, BLOCK_K)
+        rg = tl.arange(0, BLOCK_K // GROUP)
+        n_ok = rn < N
+        n_groups = K // GROUP
+        acc = tl.zeros((BLOCK_N, BLOCK_K // GROUP), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            packed = tl.load(w_ptr + rn[:, None] * (K // 2) + (k0 // 2 + rb)[None, :], mask=n_ok[:, None],
+                             other=0, eviction_policy="evict_first")
+            # join + reshape interleaves (low, high) nibbles back into input order 2j, 2j + 1.
+            q = tl.reshape(tl.join(packed & 0xF, packed >> 4), (BLOCK_N, BLOCK_K)).to(tl.float32)
+            x = tl.load(x_ptr + m * K + k0 + rk).to(tl.float32)
+            # sum_k x (q s + z) = s * sum_k x q + z * sum_k x, per group: one FMA per weight.
+            qx = tl.sum(tl.reshape(q * x[None, :], (BLOCK_N, BLOCK_K // GROUP, GROUP)), axis=2)
+            xs = tl.sum(tl.reshape(x, (BLOCK_K // GROUP, GROUP)), axis=1)
+            g = rn[:, None] * n_groups + (k0 // GROUP + rg)[None, :]
+            s = tl.load(scale_ptr + g, mask=n_ok[:, None], other=0.0).to(tl.float32)
+            z = tl.load(zero_ptr + g, mask=n_ok[:, None], other=0.0).to(tl.float32)
+            acc += qx * s + z * xs[None, :]
+        y = tl.sum(acc, axis=1)
+        tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=n_ok)
+
+    @triton_op("llama::rowwise_gemv", mutates_args={})
+    def rowwise_gemv(x: Tensor, qweight: Tensor, scale: Tensor | None = None,
+                     config: list[int] | None = None) -> Tensor:
+        """x (..., K) @ (qweight * scale[:, None]).T for a few rows of x; qweight (N, K)."""
+        block_n, block_k, num_warps = config or GEMV_CONFIGS[_config_key(qweight.dtype)]
+        n, k = qweight.shape
+        x2 = x.reshape(-1, k).contiguous()
+        y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
+        grid = (x2.shape[0], triton.cdiv(n, block_n))
+        wrap_triton(_rowwise_gemv_kernel)[grid](x2, qweight, scale if scale is not None else qweight, y, n, k,
+                                                HAS_SCALE=scale is not None, BLOCK_N=block_n, BLOCK_K=block_k,
+                                                num_warps=num_warps)
+        return y.view(*x.shape[:-1], n)
+
+    @triton_op("llama::int4_gemv", mutates_args={})
+    def int4_gemv(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor,
+                  config: list[int] | None = None) -> Tensor:
+        """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x."""
+        block_n, block_k, num_warps = config or GEMV_CONFIGS["int4"]
+        n, k = packed.shape[0], 2 * packed.shape[1]
+        group = k // scale.shape[1]
+        block_k = max(group, min(block_k, k))
+        while k % block_k:  # the largest power-of-two block of whole groups that tiles K
+            block_k //= 2
+        x2 = x.reshape(-1, k).contiguous()
+        y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
+        grid = (x2.shape[0], triton.cdiv(n, block_n))
+        wrap_triton(_int4_gemv_kernel)[grid](x2, packed, scale, zero, y, n, k, GROUP=group, BLOCK_N=block_n,
+                                             BLOCK_K=block_k, num_warps=num_warps)
+        return y.view(*x.shape[:-1], n)
+
+
+# ----------------------------------------------------------------------------- modules
+
+class RowwiseLinear(nn.Module):
+    """Weight-only linear, int8 or float8_e4m3fn with a float32 scale per output row; with
+    dtype=None the weight stays in its own dtype (no scale) and only the GEMV kernel changes."""
+
+    def __init__(self, weight: Tensor, dtype: torch.dtype | None = torch.int8):
+        super().__init__()
+        qweight, scale = (weight.clone(), None) if dtype is None else quantize_rowwise(weight, dtype)
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
+        self.out_dtype = weight.dtype
+
+    def dequantize(self) -> Tensor:
+        if self.scale is None:
+            return self.qweight
+        return dequantize_rowwise(self.qweight, self.scale, self.out_dtype)
+
+    # rowwise_gemv is a torch.library.triton_op, so torch.compile traces the kernel into its graph
+    # (fullgraph works) and CUDA graphs capture it like any other launch.
+    def forward(self, x: Tensor) -> Tensor:
+        if triton_gemv_available(x):
+            return rowwise_gemv(x, self.qweight, self.scale)
+        return F.linear(x, self.dequantize().to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"out={self.qweight.shape[0]}, in={self.qweight.shape[1]}, dtype={self.qweight.dtype}"
+
+
+class Int4Linear(nn.Module):
+    """Weight-only linear, asymmetric int4 with a scale and zero per group of `group_size` inputs."""
+
+    def __init__(self, weight: Tensor, group_size: int):
+        super().__init__()
+        packed, scale, zero = quantize_int4(weight, group_size)
+        self.register_buffer("qweight", packed)
+        self.register_buffer("scale", scale)
+        self.register_buffer("zero", zero)
+        self.group_size = group_size
+
+    def dequantize(self) -> Tensor:
+        return dequantize_int4(self.qweight, self.scale, self.zero)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if triton_gemv_available(x) and _is_power_of_two(self.group_size):
+            return int4_gemv(x, self.qweight, self.scale, self.zero)
+        return F.linear(x, self.dequantize().to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"out={self.qweight.shape[0]}, in={2 * self.qweight.shape[1]}, group_size={self.group_size}"
+
+
+SCHEMES = {"none": None, "int8": torch.int8, "float8": torch.float8_e4m3fn, "int4": torch.uint8}
+
+
+def quantize_linears(model: nn.Module, scheme: str, group_size: int = 128,
+                     filter_fn: Callable[[nn.Module, str], bool] | None = None, prefix: str = "") -> nn.Module:
+    """Swap nn.Linear modules of `model` in place for our weight-only linears.
+
+    scheme: "int8" | "float8" (rowwise), "int4" (groupwise, `group_size`), or "none" (weights kept
+    as they are, our GEMV kernel only). filter_fn(module, fqn) picks the linears, as in torchao's
+    quantize_ (default: all of them).
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
+    for name, child in list(model.named_children()):
+        fqn = f"{prefix}{name}"
+        if isinstance(child, nn.Linear) and (filter_fn is None or filter_fn(child, fqn)):
+            if child.bias is not None:
+                raise ValueError(f"{name}: weight-only GEMV linears take no bias")
+            w = child.weight.detach()
+            new = Int4Linear(w, group_size) if scheme == "int4" else RowwiseLinear(w, SCHEMES[scheme])
+            setattr(model, name, new)
+        else:
+            quantize_linears(child, scheme, group_size, filter_fn, prefix=f"{fqn}.")
+    return model

@@ -1,0 +1,136 @@
+"""Weight-only GEMV linears (llama/kernels/gemv.py): quantization error, the CPU fallback, and the
+Triton kernels against the dequantized reference.
+
+The kernel tests need CUDA, or Triton's interpreter on CPU:
+    TRITON_INTERPRET=1 pytest tests/test_kernels_gemv.py -q      (with triton installed)
+"""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llama.kernels import gemv
+from llama.kernels.gemv import (Int4Linear, RowwiseLinear, dequantize_int4, quantize_int4, quantize_linears,
+                                quantize_rowwise)
+from llama.model import ARCHITECTURES, Transformer
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_kernels = pytest.mark.skipif(gemv.triton is None or not (torch.cuda.is_available() or INTERPRET),
+                                   reason="Triton GEMV needs CUDA, or TRITON_INTERPRET=1 with triton installed")
+
+# Relative error of the quantized weight itself, for Gaussian weights: what each technique costs.
+WEIGHT_ERROR = {"int8": 0.02, "float8": 0.05, "int4-32": 0.12, "int4-128": 0.15}
+
+
+def rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def random_weight(n, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, k, generator=g) * 0.02).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "float8"])
+def test_rowwise_quantization_error(scheme):
+    w = random_weight(96, 256)
+    q, scale = quantize_rowwise(w, torch.int8 if scheme == "int8" else torch.float8_e4m3fn)
+    assert q.shape == w.shape and scale.shape == (96,)
+    err = rel_err(gemv.dequantize_rowwise(q, scale, torch.float32), w)
+    assert 0 < err < WEIGHT_ERROR[scheme]
+
+
+@pytest.mark.parametrize("group", [32, 128])
+def test_int4_packing_and_error(group):
+    w = random_weight(64, 512, seed=1)
+    packed, scale, zero = quantize_int4(w, group)
+    assert packed.dtype == torch.uint8 and packed.shape == (64, 256) and scale.shape == (64, 512 // group)
+    deq = dequantize_int4(packed, scale, zero)
+    assert 0 < rel_err(deq, w) < WEIGHT_ERROR[f"int4-{group}"]
+    # Low nibble is input 2j, high nibble 2j + 1: unpacking by hand gives the same codes.
+    codes = torch.stack([packed & 0xF, packed >> 4], dim=-1).view(64, 512)
+    assert torch.equal(deq[:, :group].float(), (codes[:, :group] * scale[:, :1].float() + zero[:, :1].float()).to(deq.dtype).float())
+
+
+def test_int4_rejects_bad_group():
+    with pytest.raises(ValueError, match="group_size 48"):
+        quantize_int4(random_weight(8, 64), 48)
+
+
+@pytest.mark.parametrize("make", [lambda w: RowwiseLinear(w, torch.int8), lambda w: RowwiseLinear(w, torch.float8_e4m3fn),
+                                  lambda w: Int4Linear(w, 64)], ids=["int8", "float8", "int4-64"])
+def test_cpu_fallback_is_the_dequantized_linear(make):
+    lin = make(random_weight(48, 128, seed=2))
+    x = torch.randn(2, 5, 128).to(torch.bfloat16)
+    assert torch.equal(lin(x), F.linear(x, lin.dequantize()))
+
+
+def test_quantize_linears_on_the_model():
+    torch.manual_seed(0)
+    model = Transformer(ARCHITECTURES["tiny"]).to(torch.bfloat16)
+    tokens = torch.randint(0, ARCHITECTURES["tiny"].vocab_size, (1, 16))
+    ref = model(tokens)
+    quantize_linears(model, "int8", filter_fn=lambda m, fqn: fqn != "output")
+    assert isinstance(model.layers[0].attention.wqkv, RowwiseLinear)
+    assert isinstance(model.layers[3].feed_forward.w2, RowwiseLinear)
+    assert type(model.output) is torch.nn.Linear
+    assert rel_err(model(tokens), ref) < 0.05
+    with pytest.raises(ValueError, match="scheme must be"):
+        quantize_linears(model, "int3")
+
+
+def test_scheme_none_keeps_weights():
+    w = random_weight(16, 64)
+    lin = RowwiseLinear(w, None)
+    x = torch.randn(3, 64).to(torch.bfloat16)
+    assert lin.scale is None and torch.equal(lin(x), F.linear(x, w))
+
+
+# ----------------------------------------------------------------------------- the kernels
+
+def _poisoned_out(monkeypatch):
+    """Make torch.empty in the kernel wrappers return NaN-filled tensors, so an unwritten output fails."""
+    real_empty = torch.empty
+
+    def nan_empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+    monkeypatch.setattr(gemv.torch, "empty", nan_empty)
+
+
+@needs_kernels
+@pytest.mark.parametrize("wdtype", [torch.int8, torch.float8_e4m3fn, torch.bfloat16], ids=["int8", "float8", "bf16"])
+@pytest.mark.parametrize("rows,n,k", [(1, 200, 512), (3, 64, 300)])
+def test_rowwise_kernel_matches_reference(monkeypatch, wdtype, rows, n, k):
+    torch.manual_seed(n + k)
+    w = random_weight(n, k, seed=k)
+    x = torch.randn(rows, k).to(torch.bfloat16)
+    if wdtype == torch.bfloat16:
+        q, scale, deq = w, None, w
+    else:
+        q, scale = quantize_rowwise(w, wdtype)
+        deq = gemv.dequantize_rowwise(q, scale, torch.bfloat16)
+    ref = x.float() @ deq.float().T
+    _poisoned_out(monkeypatch)
+    dev = KERNEL_DEVICE
+    y = gemv.rowwise_gemv(x.to(dev), q.to(dev), None if scale is None else scale.to(dev), config=[16, 128, 4])
+    assert y.shape == (rows, n) and y.dtype == torch.bfloat16 and not y.isnan().any()
+    assert rel_err(y.cpu(), ref) < 1e-2  # bf16 output rounding is ~4e-3
+
+
+@needs_kernels
+@pytest.mark.parametrize("group", [32, 128])
+@pytest.mark.parametrize("rows,n,k", [(1, 200, 512), (2, 72, 768)])
+def test_int4_kernel_matches_reference(monkeypatch, group, rows, n, k):
+    torch.manual_seed(n + k + group)
+    w = random_weight(n, k, seed=k + group)
+    packed, scale, zero = quantize_int4(w, group)
+    x = torch.randn(rows, k).to(torch.bfloat16)
+    ref = x.float() @ dequantize_int4(packed, scale, zero).float().T
+    _poisoned_out(monkeypatch)
+    dev = KERNEL_DEVICE
+    y = gemv.int4_gemv(x.to(dev), packed.to(dev), scale.to(dev), zero.to(dev), config=[16, 256, 4])
+    assert y.shape == (rows, n) and not y.isnan().any()
+    assert rel_err(y.cpu(), ref) < 1e-2
