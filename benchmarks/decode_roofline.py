@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import statistics
@@ -180,6 +181,12 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     if path == "ours" and scheme is None:
         return None
     torch._dynamo.reset()
+    # Free the previous row's graphs and pools first, or they are freed during this row and its
+    # peak (measured relative to mem0) can come out negative.
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
     mem0 = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     model = copy.deepcopy(base)
     t0 = time.perf_counter()
@@ -250,10 +257,14 @@ def print_table(rows):
 
 def sweep(args, device, out_dir):
     """Check each kernel against the dequantized reference on the model's linear shapes, and time
-    launch shapes (L2 flushed between runs); print the best per weight kind by time per token."""
-    import itertools
+    launch shapes; print the best per weight kind by time per token.
 
-    from triton.testing import do_bench
+    Timed as in decode: replays of a CUDA graph (no Python launch cost, which is ~70 us a call and
+    swamps a 2-20 us GEMV), cycling over enough copies of the weight to overflow the L2 cache."""
+    import itertools
+    import math
+
+    from triton.testing import do_bench_cudagraph
     cfg = ARCHITECTURES[args.model]
     hd = cfg.head_dim
     shapes = {"wqkv": ((cfg.n_heads + 2 * cfg.n_kv_heads) * hd, cfg.dim, cfg.n_layers),
@@ -273,27 +284,31 @@ def sweep(args, device, out_dir):
             x = torch.randn(1, k, device=device, dtype=torch.bfloat16)
             if kind == "int4":
                 ref = x.float() @ gemv.dequantize_int4(*q).float().T
-                fn = lambda c: gemv.int4_gemv(x, *q, config=list(c))  # noqa: E731
+                fn = lambda c, q=q: gemv.int4_gemv(x, *q, config=list(c))  # noqa: E731
             else:
                 deq = q[0] if q[1] is None else gemv.dequantize_rowwise(*q, torch.bfloat16)
                 ref = x.float() @ deq.float().T
-                fn = lambda c: gemv.rowwise_gemv(x, q[0], q[1], config=list(c))  # noqa: E731
+                fn = lambda c, q=q: gemv.rowwise_gemv(x, q[0], q[1], config=list(c))  # noqa: E731
             nbytes = sum(t.numel() * t.element_size() for t in q if t is not None)
             bytes_total += nbytes * count
+            copies = [q] + [tuple(t.clone() if t is not None else None for t in q)
+                            for _ in range(math.ceil(256e6 / nbytes) - 1)]
             if kind == "bfloat16":
-                cublas_total += do_bench(lambda: x @ w.T, warmup=5, rep=20, return_mode="median") * count
+                ws = [w] + [w.clone() for _ in range(math.ceil(256e6 / nbytes) - 1)]
+                cublas_total += do_bench_cudagraph(lambda: [x @ wi.T for wi in ws], rep=20,
+                                                   return_mode="median") / len(ws) * count
             for c in configs:
                 err = rel_err(fn(c), ref)
                 if not err < 1e-2:
                     raise SystemExit(f"GEMV {kind} {sname} config {c}: relative error {err:.2e} vs dequantized reference")
-                ms = do_bench(lambda: fn(c), warmup=5, rep=20, return_mode="median")
+                ms = do_bench_cudagraph(lambda: [fn(c, qi) for qi in copies], rep=20, return_mode="median") / len(copies)
                 totals[c] += ms * count
                 lines.append(f"{kind} {sname} {n}x{k} cfg={c} err={err:.1e} {ms * 1e3:.1f}us {nbytes / ms / 1e6:.0f}GB/s")
-            del w, q
+            del w, q, copies
         c = min(totals, key=totals.get)
         best[kind] = (c, totals[c], bytes_total / totals[c] / 1e6, cublas_total)
     (out_dir / "gemv_sweep.txt").write_text("\n".join(lines) + "\n")
-    print("\nGEMV sweep: all linears of one decode step (L2 flushed per launch; sum of kernel medians)")
+    print("\nGEMV sweep: all linears of one decode step (CUDA-graph replays, weights cycled past L2)")
     for kind, (c, ms, gbs, cub) in best.items():
         print(f"  {kind:14s} best (BLOCK_N, BLOCK_K, warps)={c}: {ms:.3f} ms/token, {gbs:.0f} GB/s"
               + (f"; cuBLAS bf16 {cub:.3f} ms/token" if cub else ""))
@@ -306,6 +321,8 @@ def main(argv=None):
     p.add_argument("--model", default="meta-llama/Llama-3.1-8B", choices=sorted(ARCHITECTURES))
     p.add_argument("--techniques", default="bf16,int8wo,int4wo-128,float8wo,float8dq-row")
     p.add_argument("--paths", default="plain,ours")
+    p.add_argument("--runs", help="explicit TECHNIQUE:PATH list, in this order (overrides --techniques/--paths)")
+    p.add_argument("--table-from", help="print the table of a decode_roofline.jsonl written earlier, and exit")
     p.add_argument("--prompt-tokens", type=int, default=6)
     p.add_argument("--new-tokens", type=int, default=200)
     p.add_argument("--repeats", type=int, default=2)
@@ -317,7 +334,13 @@ def main(argv=None):
     p.add_argument("--int4-group", type=int, default=128, help="group size for the --sweep int4 kernel")
     p.add_argument("--out", default=os.environ.get("OUT", "results/decode_roofline"))
     args = p.parse_args(argv)
-    unknown = [t for t in args.techniques.split(",") if t not in TECHNIQUE_PATHS]
+    if args.table_from:
+        return print_table([json.loads(line) for line in open(args.table_from)])
+    runs = ([tuple(r.split(":")) for r in args.runs.split(",")] if args.runs else
+            [(t, path) for t in args.techniques.split(",") for path in args.paths.split(",")])
+    if any(len(r) != 2 or r[1] not in ("plain", "ours") for r in runs):
+        p.error(f"--runs wants TECHNIQUE:PATH items with PATH plain or ours, got {args.runs!r}")
+    unknown = [t for t, _ in runs if t not in TECHNIQUE_PATHS]
     if unknown:
         p.error(f"unknown technique(s) {unknown}; known: {', '.join(TECHNIQUE_PATHS)}")
     device = torch.device(args.device)
@@ -340,18 +363,18 @@ def main(argv=None):
     with torch.no_grad():
         base_logits = base(eval_tokens)
     rows = []
-    for technique in args.techniques.split(","):
-        for path in args.paths.split(","):
-            t0 = time.perf_counter()
-            row = run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw)
-            if row is None:
-                continue
-            row["copy_bandwidth_gb_s"] = copy_bw / 1e9
-            rows.append(row)
-            print(json.dumps(row, default=str), f"({time.perf_counter() - t0:.0f} s)", flush=True)
-            with open(out_dir / "decode_roofline.jsonl", "a") as f:
-                f.write(json.dumps(row, default=str) + "\n")
-    print(f"\nbatch 1, {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, greedy; "
+    for technique, path in runs:
+        t0 = time.perf_counter()
+        row = run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw)
+        if row is None:
+            continue
+        row["copy_bandwidth_gb_s"] = copy_bw / 1e9
+        rows.append(row)
+        print(json.dumps(row, default=str), f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        # One line per run as it finishes, so a run cut short still leaves its table (--table-from).
+        with open(out_dir / "decode_roofline.jsonl", "a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+    print(f"\n{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}: batch 1, {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, greedy; "
           f"{args.model} random bf16 weights; plain compile scope: {args.compile}; "
           f"copy bandwidth {copy_bw / 1e9:.0f} GB/s; tok/s median of {args.repeats}")
     print_table(rows)

@@ -98,6 +98,12 @@ def free_caches(model: Transformer) -> None:
         torch.cuda.empty_cache()
 
 
+def free_caches_everywhere():
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -203,7 +209,7 @@ def logits_error(model, device, prompt_len=1024, steps=16, cache_size=2048):
 
 
 def show(title, rows, out):
-    text = f"\n## {title}\n\n" + tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3g")
+    text = f"\n### {title}\n\n" + tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3g")
     print(text, flush=True)
     out.append(text)
 
@@ -220,6 +226,8 @@ def main(argv=None):
                    help="variants run with bf16 weights (at the largest size only)")
     p.add_argument("--long_prompts", default="32768,130944", help="prompt lengths for real long prompts")
     p.add_argument("--long_variants", default="kv-int8-fused,kv-int4-fused")
+    p.add_argument("--long_weights", default="bf16",
+                   help="weights for the long prompts, run last on a fresh model (torchao's int4 matmul is slow at prefill sizes)")
     p.add_argument("--prompt", type=int, default=128, help="short prompt for the sweep")
     p.add_argument("--new_tokens", type=int, default=32)
     p.add_argument("--chunk", type=int, default=8192, help="prefill chunk (tokens)")
@@ -265,14 +273,21 @@ def main(argv=None):
                          ratio=(r.get("decode_tok_s") or 0) / short[r["variant"]] if short.get(r["variant"]) else None)
                     for r in rows if r["cache"] == max(sizes)]
         show(f"capacity: cache {max(sizes)} vs {args.short_cache}, same short prompt", capacity, tables)
+    long_prompts = [int(s) for s in args.long_prompts.split(",") if s]
+    if long_prompts:
+        del model
+        free_caches_everywhere()
+        model = build_model(args.model, device)
+        if args.long_weights == "int4wo-64":
+            quantize_int4(model)
+        wbytes = weight_bytes_per_token(model)
         long_rows = []
-        for n in [int(s) for s in args.long_prompts.split(",") if s]:
+        for n in long_prompts:
             cache = -(-(n + args.new_tokens + 1) // 128) * 128
             for v in args.long_variants.split(","):
                 long_rows.append(run_case(model, v, cache, n, args.new_tokens, args.chunk, device, bandwidth, wbytes))
                 print(long_rows[-1], flush=True)
-        if long_rows:
-            show(f"{weights} weights, real long prompts (chunked prefill, chunk {args.chunk})", long_rows, tables)
+        show(f"{args.long_weights} weights, real long prompts (chunked prefill, chunk {args.chunk})", long_rows, tables)
     if args.out:
         Path(args.out).write_text("\n".join(tables) + "\n")
 

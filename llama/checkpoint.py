@@ -24,7 +24,7 @@ from typing import Any, Optional
 import torch
 
 from llama.model import ARCHITECTURES, ModelArgs, Transformer, find_architecture
-from llama.tokenizer import TokenizerError, detect_kind, load_tokenizer, synthesize_tokenizer
+from llama.tokenizer import TokenizerError, load_tokenizer, synthesize_tokenizer
 
 WEIGHTS, TOKENIZER, META = "model.pth", "tokenizer.model", "meta.json"
 INIT_STD = 0.02  # Llama's initializer_range: keeps random-weight activations in a sane range
@@ -174,8 +174,8 @@ def load(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu", dtype:
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; re-run `python -m llama.checkpoint prepare`") from None
     except Exception as e:  # torch raises RuntimeError, pickle or zip errors for damaged files
-        raise CheckpointError(f"{path}: corrupt or truncated ({e.__class__.__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); re-run `python -m llama.checkpoint prepare`") from None
+        raise CheckpointError(f"{path}: corrupt or truncated ({e.__class__.__name__}); "
+                              f"re-run `python -m llama.checkpoint prepare`") from None
     expected = state_dict_shapes(args)
     missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
     if missing or unexpected:

@@ -37,6 +37,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from llama.results import environment, make_result, write_result
+from llama.gpus import resolve_device
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 LOCAL_TASK = "llama_local_ppl"
@@ -231,9 +232,11 @@ def evaluate(lm: LlamaLM, task: str, limit: int | None, num_fewshot: int | None)
             if "," not in key:
                 continue  # "alias", "samples"
             metric, filt = key.split(",", 1)
+            is_stderr = metric.endswith("_stderr")
+            metric = metric.removesuffix("_stderr")
             label = prefix + (metric if filt == "none" else f"{metric},{filt}")
-            if metric.endswith("_stderr"):
-                stderr[label.replace("_stderr", "")] = value if isinstance(value, (int, float)) else None
+            if is_stderr:  # lm-eval writes "N/A" where it has none (perplexities)
+                stderr[label] = value if isinstance(value, (int, float)) else None
             else:
                 metrics[label] = value
     return metrics, stderr, out
@@ -264,18 +267,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise EvalError(f"--device {name!r} is not a device; use auto, cpu or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvalError(f"--device {name}: this torch has no usable CUDA; use --device cpu")
-    return device
-
-
 def default_task(meta: dict) -> str:
     # Random weights score the same on any text, so they get the task that needs no download.
     return LOCAL_TASK if meta.get("synthetic") else "wikitext"
@@ -286,7 +277,10 @@ def run(args: argparse.Namespace, command: str) -> dict:
     # Neither module imports huggingface_hub, so the offline flags prepare_hub_task sets still apply.
     from llama import checkpoint, techniques
 
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
     dtype = getattr(torch, args.precision)
     try:
         task = args.task or default_task(checkpoint.read_meta(args.checkpoint))

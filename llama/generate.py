@@ -27,12 +27,19 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch._inductor.config  # INDUCTOR_CONFIG below
 from torch import Tensor
 
 from llama import results, techniques
+from llama.gpus import resolve_device
 from llama.model import Transformer
 
 PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# One inductor setup for every technique, so compiled numbers compare like with like: torchao's
+# recommended settings (torchao.quantization.utils.recommended_inductor_config_setter), which its
+# configs would otherwise switch on for quantized runs only (llama/techniques.py turns that off).
+INDUCTOR_CONFIG = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True,
+                   "force_fuse_int_mm_with_mul": True, "fx_graph_cache": True, "triton.unique_kernel_names": True}
 CACHE_ROUNDING = 128  # default cache_size is rounded up to this, so nearby prompt lengths share a compiled graph
 
 
@@ -172,7 +179,7 @@ def weight_bytes_per_step(model: Transformer, batch_size: int) -> int:
     table = model.tok_embeddings.weight
     total = techniques.model_size_bytes(model)
     row = techniques.storage_bytes(table) // table.shape[0]
-    tied = model.output.weight is table
+    tied = getattr(model.output, "weight", None) is table  # our Triton linears have no .weight
     return total - (0 if tied else techniques.storage_bytes(table)) + batch_size * row
 
 
@@ -225,7 +232,7 @@ def benchmark(model: Transformer, prompt: Tensor, settings: Settings,
         prefill_fn = torch.compile(prefill, fullgraph=True, dynamic=True)
     sync = lambda: _sync(device)  # noqa: E731
 
-    with torch.no_grad():
+    with torch.no_grad(), torch._inductor.config.patch(INDUCTOR_CONFIG):
         start = time.perf_counter()
         for _ in range(settings.warmup):
             generate_once(model, prompt, settings, prefill_fn, decode_fn, sync)
@@ -265,21 +272,6 @@ def is_oom(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r}: {e}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    return device
 
 
 def make_prompt(args, tokenizer, vocab_size: int, device: torch.device) -> Tensor:
@@ -340,8 +332,8 @@ def main(argv=None) -> int:
         techniques.parse(args.technique)
         device = resolve_device(args.device)
         meta = checkpoint.read_meta(Path(args.checkpoint))
-        if args.prefill_size is not None:
-            resolve_cache_size(args.prefill_size, settings, meta["args"]["max_seq_len"])
+        # a text prompt's length is known only after tokenizing: checked again below
+        resolve_cache_size(args.prefill_size or 1, settings, meta["args"]["max_seq_len"])
     except (ValueError, checkpoint.CheckpointError) as e:
         return _error(str(e))
     if device.type == "cuda":
@@ -385,18 +377,21 @@ def summary(r: dict) -> str:
     head = f"{r['model']} {r['technique']} on {r['device']} ({r['precision']}, batch {r['batch_size']})"
     if r["status"] != "ok":
         return f"{head}: {r['status']}: {r['reason']}"
-    gib = 1 << 30
     return "\n".join([
-        head + (" compiled" if r["compile"] else ""),
+        head + (" compiled" if r["compile"] else "") + (" (prefill too)" if r["compile_prefill"] else ""),
         f"  decode   {r['decode_tok_s_median']:.2f} tok/s (min {r['decode_tok_s_min']:.2f}, max {r['decode_tok_s_max']:.2f}, "
         f"cv {r['decode_tok_s_cv']:.1%}); end-to-end {r['tok_s_median']:.2f} tok/s; TTFT {r['ttft_s_median'] * 1e3:.1f} ms",
         f"  warm-up  {r['warmup_s']:.1f} s",
-        f"  model    {r['model_size_bytes'] / gib:.3f} GiB; KV cache {r['kv_cache_bytes'] / gib:.3f} GiB "
-        f"({r['cache_size']} slots); peak {r['peak_alloc_bytes'] / gib:.3f} GiB ({r['peak_memory_source']})",
+        f"  model    {_mib(r['model_size_bytes'])}; KV cache {_mib(r['kv_cache_bytes'])} ({r['cache_size']} slots); "
+        f"peak {_mib(r['peak_alloc_bytes'])} ({r['peak_memory_source']})",
         f"  traffic  {r['bytes_per_token'] / 1e6:.1f} MB/step x {r['decode_tok_s_median'] / r['batch_size']:.1f} steps/s = "
-        f"{r['bandwidth_gb_s']:.1f} GB/s = {r['bandwidth_fraction']:.1%} of copy {r['copy_bandwidth_gb_s']:.1f} GB/s",
+        f"{r['bandwidth_gb_s']:.3g} GB/s = {r['bandwidth_fraction']:.2%} of copy {r['copy_bandwidth_gb_s']:.3g} GB/s",
         f"  result   {r['command']}",
     ])
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
 
 
 if __name__ == "__main__":

@@ -34,6 +34,29 @@ DEFAULT_LOCK_DIR = ".snakemake/gpu-locks"
 POLL_S = 0.5
 
 
+def resolve_device(name: str):
+    """--device value -> torch.device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.
+
+    A bare "cuda" gets the current device's index, so torch.cuda.set_device and memory stats
+    name one device. Raises ValueError with a one-line reason for a device this host lacks."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return device
+
+
 class GpuSlotError(ValueError):
     """More GPU slots asked for than GPUs visible."""
 

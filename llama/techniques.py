@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from llama.model import Int8KVCache, KVCache
+from llama.kernels.kv_caches import Fp8PrefixKVCache, Int4PrefixKVCache, Int8PrefixKVCache, PrefixKVCache
 
 if not torch.cuda.is_available():
     # torchao's wheel ships CUDA-only .so files; on CPU-only torch they fail to load with noisy warnings.
@@ -99,15 +100,17 @@ def _float8_dynamic(device: torch.device, dtype: torch.dtype, group: Optional[in
 
 # ----------------------------------------------------------------------------- torchao configs
 # torchao is imported inside the factories: it takes seconds to import and plain runs don't need it.
+# set_inductor_config=False: otherwise quantize_ switches global inductor settings on for quantized runs
+# only, and compiled numbers would not compare like with like; llama.generate sets them for every run.
 
 def _int8wo(device, _):
     from torchao.quantization import Int8WeightOnlyConfig
-    return Int8WeightOnlyConfig()
+    return Int8WeightOnlyConfig(set_inductor_config=False)
 
 
 def _int8dq(device, _):
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig
-    return Int8DynamicActivationInt8WeightConfig()
+    return Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
 
 
 def _int4wo(device, group, hqq=False):
@@ -115,24 +118,28 @@ def _int4wo(device, group, hqq=False):
         # The default "plain" packing needs the mslk package, which PyPI does not really serve.
         from torchao.quantization import Int4WeightOnlyConfig
         return Int4WeightOnlyConfig(group_size=group, int4_packing_format="tile_packed_to_4d",
-                                    int4_choose_qparams_algorithm="hqq" if hqq else "tinygemm")
+                                    int4_choose_qparams_algorithm="hqq" if hqq else "tinygemm",
+                                    set_inductor_config=False)
     from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
-    return PrototypeInt4WeightOnlyConfig(group_size=group, int4_choose_qparams_algorithm="hqq" if hqq else "tinygemm")
+    return PrototypeInt4WeightOnlyConfig(group_size=group, int4_choose_qparams_algorithm="hqq" if hqq else "tinygemm",
+                                         set_inductor_config=False)
 
 
 def _float8wo(device, _):
     from torchao.quantization import Float8WeightOnlyConfig
-    return Float8WeightOnlyConfig()
+    return Float8WeightOnlyConfig(set_inductor_config=False)
 
 
 def _float8dq(granularity):
     def config(device, _):
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor
-        return Float8DynamicActivationFloat8WeightConfig(granularity={"row": PerRow, "tensor": PerTensor}[granularity]())
+        return Float8DynamicActivationFloat8WeightConfig(granularity={"row": PerRow, "tensor": PerTensor}[granularity](),
+                                                         set_inductor_config=False)
     return config
 
 
 _GROUPS = (32, 64, 128, 256)
+_CPU_INT4_GROUPS = (32, 64, 128)  # torchao 0.18's CPU int4 layout asserts these
 
 
 def _gemv_linears(model, scheme, group, filter_fn):
@@ -140,13 +147,13 @@ def _gemv_linears(model, scheme, group, filter_fn):
     quantize_linears(model, scheme, group or 128, filter_fn=filter_fn)
 
 
-def _float8_triton(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+def _float8_triton(device: torch.device, dtype: torch.dtype, group: Optional[int] = None) -> Optional[str]:
     if reason := _cpu_or_cuda(device, dtype):
         return reason
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         return "Triton's float8 e4m3 loads need CUDA compute capability >= 8.9"
     return None
-_CPU_INT4_GROUPS = (32, 64, 128)  # torchao 0.18's CPU int4 layout asserts these
+
 
 TECHNIQUES: list[Technique] = [
     Technique("none", "weight", "weights in the model dtype (the baseline)", "any", _anywhere),
@@ -168,6 +175,16 @@ TECHNIQUES: list[Technique] = [
               "any", _anywhere, kv_cache=Int8KVCache),
     Technique("linear-mask", "mask", "build only the mask rows a step needs instead of an S x S buffer",
               "any", _anywhere, mask="linear"),
+    # Prefix-only caches (llama/kernels/kv_caches.py): attention reads only the filled slots, in the
+    # stored format (Triton split-K kernel on CUDA, torch on the prefix elsewhere); no mask is built.
+    Technique("kv-prefix", "kv", "model-dtype K/V, attention reads only the filled prefix (no mask)",
+              "any", _anywhere, kv_cache=PrefixKVCache),
+    Technique("kv-int8-fused", "kv", "int8 K/V, per-(token, head) scales, dequantized inside prefix-only attention",
+              "any", _anywhere, kv_cache=Int8PrefixKVCache),
+    Technique("kv-fp8", "kv", "float8 e4m3 K/V, per-(token, head) scales, dequantized inside prefix-only attention",
+              "cpu, cuda cc >= 8.9", _float8_triton, kv_cache=Fp8PrefixKVCache),
+    Technique("kv-int4", "kv", "int4 K/V, one scale per (token, head, 32 dims), dequantized inside prefix-only attention",
+              "any", _anywhere, kv_cache=Int4PrefixKVCache),
     # Our weight-only linears (llama/kernels/gemv.py): Triton GEMV for decode on CUDA, torch on the
     # dequantized weight elsewhere. Stored as torchao's same-named techniques, read once per token.
     Technique("int8wo-triton", "weight", "int8 weights, per-row scales, our Triton GEMV in decode",
@@ -259,9 +276,9 @@ def storage_bytes(t: torch.Tensor) -> int:
 
 
 def model_size_bytes(model: nn.Module) -> int:
-    """Weights as stored: parameters and buffers, a tied tensor counted once. Call before
-    setup_caches (KV caches are buffers too, and are counted separately)."""
-    seen = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    """Weights as stored: parameters and buffers, a tied tensor counted once, KV caches not at all."""
+    kv = {id(b) for m in model.modules() if isinstance(m, KVCache) for b in m.buffers()}
+    seen = {id(t): t for t in [*model.parameters(), *model.buffers()] if id(t) not in kv}
     return sum(storage_bytes(t) for t in seen.values())
 
 

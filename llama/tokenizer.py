@@ -3,9 +3,9 @@
     tok = load_tokenizer("ckpt/tokenizer.model")     # kind detected from the file
     ids = tok.encode("Hello", bos=True); tok.decode(ids); tok.bos_id, tok.eos_id, tok.vocab_size
 
-`synthesize_tokenizer` writes a tokenizer file of an exact vocabulary size for synthetic
-checkpoints: a BPE model trained by sentencepiece on seeded, procedurally generated text
-(so it is a real, valid BPE), written in Llama 2's or Llama 3's file format.
+`synthesize_tokenizer` makes the tokenizer.model of a synthetic checkpoint, of an exact vocabulary
+size: a BPE trained by sentencepiece (about 1 s even for 128k tokens) on seeded, procedurally
+generated text, so it is a real, valid BPE, in Llama 2's or Llama 3's file format.
 """
 from __future__ import annotations
 

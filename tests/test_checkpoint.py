@@ -67,18 +67,15 @@ def test_tied_shape_synthesizes_and_reties(tmp_path, monkeypatch):
     assert model.output.weight is model.tok_embeddings.weight
 
 
-def test_full_size_tokenizers_have_exact_vocab():
+def test_full_size_tokenizers_have_exact_vocab(tmp_path):
     # What synthesize writes for Llama 2 and Llama 3 shapes (the weights are too big for a unit test).
     from llama.tokenizer import load_tokenizer, synthesize_tokenizer
 
     for name in ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-3.1-8B"):
         args = ARCHITECTURES[name]
-        path = checkpoint.Path(os.environ.get("TMPDIR", "/tmp")) / f"tok-{os.getpid()}-{args.tokenizer}.model"
-        try:
-            path.write_bytes(synthesize_tokenizer(args.tokenizer, args.vocab_size))
-            assert load_tokenizer(path).vocab_size == args.vocab_size
-        finally:
-            path.unlink(missing_ok=True)
+        path = tmp_path / f"{args.tokenizer}.model"
+        path.write_bytes(synthesize_tokenizer(args.tokenizer, args.vocab_size))
+        assert load_tokenizer(path).vocab_size == args.vocab_size
 
 
 def test_unknown_shape():

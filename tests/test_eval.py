@@ -166,14 +166,14 @@ def test_hub_task_offline_fails_fast_with_a_clear_message(env, hf_checkpoint, tm
 def test_cli_writes_a_complete_result(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval" / "tiny.json"
     # No --task: a synthetic checkpoint defaults to the offline local task.
-    argv = ["--checkpoint", str(tiny_checkpoint), "--technique", "int8wo", "--out", str(out), "--limit", "2",
-            "--num_fewshot", "0", "--batch_size", "2", "--max_seq_len", "128", "--device", "cpu"]
+    argv = ["--checkpoint", str(tiny_checkpoint), "--technique", "kv-int8", "--out", str(out), "--limit", "2",
+            "--num_fewshot", "0", "--batch_size", "2", "--max_seq_len", "128", "--device", "cpu", "--precision", "float32"]
     assert ev.main(argv) == 0
     result = read_result(out)
     assert set(result) == set(COMMON_FIELDS) | set(EVAL_FIELDS)
     assert [k for k, v in result.items() if v is None] == []
     assert result["status"] == "ok" and result["reason"] == "" and result["kind"] == "eval"
-    assert (result["model"], result["synthetic"], result["technique"]) == ("tiny", True, "int8wo")
+    assert (result["model"], result["synthetic"], result["technique"]) == ("tiny", True, "kv-int8")
     assert (result["task"], result["limit"], result["num_fewshot"], result["max_seq_len"]) == ("llama_local_ppl", 2, 0, 128)
     assert set(result["metrics"]) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
     assert all(math.isfinite(v) and v > 0 for v in result["metrics"].values())

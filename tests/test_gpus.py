@@ -138,3 +138,32 @@ def test_exit_status_and_bad_input(env):
     assert subprocess.run(fail, env=env).returncode == 3
     usage = subprocess.run([sys.executable, "-m", "llama.gpus", "run"], env=env, capture_output=True, text=True)
     assert usage.returncode == 2 and "no command given" in usage.stderr
+
+
+# Four GPU jobs under `--resources gpu=2` on a host with fake GPUs 0 and 1: Snakemake runs two at
+# once, and each records the GPU it got and when it held it.
+SNAKEFILE = """
+rule all:
+    input: expand("job{i}.txt", i=range(4))
+
+rule job:
+    output: "job{i}.txt"
+    resources: gpu=1
+    shell:
+        "python -m llama.gpus run -- python -c 'import os, time; t = time.time(); time.sleep(1.5);"
+        " print(os.environ[\\"CUDA_VISIBLE_DEVICES\\"], t, time.time())' > {output}"
+"""
+
+
+def test_snakemake_jobs_get_distinct_gpus(env, tmp_path):
+    env[gpus.FAKE_GPUS_ENV] = "0,1"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=2"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = [(gpu, float(t0), float(t1)) for gpu, t0, t1 in
+            (p.read_text().split() for p in sorted(tmp_path.glob("job*.txt")))]
+    overlapping = [(a, b) for i, a in enumerate(jobs) for b in jobs[i + 1:] if a[1] < b[2] and b[1] < a[2]]
+    assert overlapping, f"no two jobs ran at once: {jobs}"
+    assert all(a[0] != b[0] for a, b in overlapping), f"two jobs at once shared a GPU: {jobs}"

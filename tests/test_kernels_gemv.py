@@ -102,8 +102,8 @@ def _poisoned_out(monkeypatch):
 
 @needs_kernels
 @pytest.mark.parametrize("wdtype", [torch.int8, torch.float8_e4m3fn, torch.bfloat16], ids=["int8", "float8", "bf16"])
-@pytest.mark.parametrize("rows,n,k", [(1, 200, 512), (3, 64, 300)])
-def test_rowwise_kernel_matches_reference(monkeypatch, wdtype, rows, n, k):
+@pytest.mark.parametrize("rows,n,k,config", [(1, 200, 512, [16, 128, 4]), (3, 64, 300, [4, 256, 4]), (1, 96, 1024, None)])
+def test_rowwise_kernel_matches_reference(monkeypatch, wdtype, rows, n, k, config):
     torch.manual_seed(n + k)
     w = random_weight(n, k, seed=k)
     x = torch.randn(rows, k).to(torch.bfloat16)
@@ -115,15 +115,15 @@ def test_rowwise_kernel_matches_reference(monkeypatch, wdtype, rows, n, k):
     ref = x.float() @ deq.float().T
     _poisoned_out(monkeypatch)
     dev = KERNEL_DEVICE
-    y = gemv.rowwise_gemv(x.to(dev), q.to(dev), None if scale is None else scale.to(dev), config=[16, 128, 4])
+    y = gemv.rowwise_gemv(x.to(dev), q.to(dev), None if scale is None else scale.to(dev), config=config)
     assert y.shape == (rows, n) and y.dtype == torch.bfloat16 and not y.isnan().any()
     assert rel_err(y.cpu(), ref) < 1e-2  # bf16 output rounding is ~4e-3
 
 
 @needs_kernels
 @pytest.mark.parametrize("group", [32, 128])
-@pytest.mark.parametrize("rows,n,k", [(1, 200, 512), (2, 72, 768)])
-def test_int4_kernel_matches_reference(monkeypatch, group, rows, n, k):
+@pytest.mark.parametrize("rows,n,k,config", [(1, 200, 512, [16, 256, 4]), (2, 72, 768, [8, 512, 2]), (1, 40, 1024, None), (1, 24, 384, None)])
+def test_int4_kernel_matches_reference(monkeypatch, group, rows, n, k, config):
     torch.manual_seed(n + k + group)
     w = random_weight(n, k, seed=k + group)
     packed, scale, zero = quantize_int4(w, group)
@@ -131,6 +131,19 @@ def test_int4_kernel_matches_reference(monkeypatch, group, rows, n, k):
     ref = x.float() @ dequantize_int4(packed, scale, zero).float().T
     _poisoned_out(monkeypatch)
     dev = KERNEL_DEVICE
-    y = gemv.int4_gemv(x.to(dev), packed.to(dev), scale.to(dev), zero.to(dev), config=[16, 256, 4])
+    y = gemv.int4_gemv(x.to(dev), packed.to(dev), scale.to(dev), zero.to(dev), config=config)
     assert y.shape == (rows, n) and not y.isnan().any()
     assert rel_err(y.cpu(), ref) < 1e-2
+
+
+@pytest.mark.parametrize("spec,cls", [("int8wo-triton", RowwiseLinear), ("int4wo-triton-64", Int4Linear),
+                                      ("float8wo-triton", RowwiseLinear)])
+def test_registry_entries(spec, cls):
+    from llama import techniques
+    torch.manual_seed(0)
+    model = Transformer(ARCHITECTURES["tiny"]).to(torch.bfloat16)
+    tokens = torch.randint(0, ARCHITECTURES["tiny"].vocab_size, (1, 8))
+    ref = model(tokens)
+    techniques.apply(model, spec, "cpu", torch.bfloat16)
+    assert isinstance(model.layers[0].feed_forward.w13, cls) and isinstance(model.output, cls)
+    assert rel_err(model(tokens), ref) < 0.15

@@ -13,8 +13,10 @@ DTYPE = torch.bfloat16
 # Relative L2 error of the logits against the unquantized bf16 model, and model size as a fraction of
 # bf16, on the seeded tiny model. Measured (torchao 0.18, torch 2.13 CPU): int8wo 0.0079 / 0.544,
 # int8dq 0.0124 / 0.544, float8wo 0.031 / 0.542, int4wo-32/64/128 0.071/0.074/0.077 and
-# 0.362/0.333/0.319, int4wo-hqq-32 0.069 / 0.362. Bounds have ~1.5x margin on error; sizes are
-# exact arithmetic (the tiny model keeps its bf16 embedding table, hence ~0.54 and not 0.5).
+# 0.362/0.333/0.319, int4wo-hqq-32 0.069 / 0.362, int8wo-triton 0.0081 / 0.542, float8wo-triton
+# 0.030 / 0.542, int4wo-triton-64 0.075 / 0.333. Bounds have ~1.5x margin on error; sizes are exact
+# arithmetic (the tiny model keeps its bf16 embedding table, hence ~0.54 and not 0.5).
+# Every registry entry that runs on CPU needs a row here (test_every_cpu_technique_is_tested).
 WEIGHT_BOUNDS = {
     "int8wo": (0.012, 0.55),
     "int8dq": (0.02, 0.55),
@@ -23,6 +25,9 @@ WEIGHT_BOUNDS = {
     "int4wo-64": (0.11, 0.34),
     "int4wo-128": (0.115, 0.325),
     "int4wo-hqq-32": (0.105, 0.37),
+    "int8wo-triton": (0.012, 0.55),
+    "float8wo-triton": (0.047, 0.55),
+    "int4wo-triton-64": (0.11, 0.34),
 }
 
 
@@ -53,7 +58,15 @@ def test_weight_technique_error_and_size(base, tokens, spec):
     assert 0 < error < max_error, f"{spec}: logits error {error:.4f}"
     assert size < max_size, f"{spec}: size {size:.3f} of bf16"
     # the output projection is quantized too (untied model)
-    assert type(model.output.weight) is not torch.nn.Parameter
+    output_bytes = sum(map(techniques.storage_bytes, [*model.output.parameters(), *model.output.buffers()]))
+    assert output_bytes < 0.6 * base.output.weight.numel() * 2
+
+
+def test_every_cpu_technique_is_tested():
+    cpu_runnable = [t for t in techniques.TECHNIQUES if t.kind == "weight" and t.name != "none"
+                    and any(t.check(torch.device("cpu"), DTYPE, p) is None for p in t.params or [None])]
+    untested = [t.name for t in cpu_runnable if not set(t.names()) & set(WEIGHT_BOUNDS)]
+    assert not untested, f"add measured error/size bounds to WEIGHT_BOUNDS for {untested}"
 
 
 def test_none_changes_nothing(base, tokens):

@@ -7,11 +7,25 @@ TEXTS = ["Hello, world!", "  two  spaces\nand a newline\n\n", "numbers 1234567 a
          "it's we'll they'd", ""]
 
 
-@pytest.fixture(scope="module", params=["sentencepiece", "tiktoken"])
-def tokenizer(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.model"
-    path.write_bytes(synthesize_tokenizer(request.param, 512, seed=3))
+def _synthetic(kind, tmp_path_factory):
+    path = tmp_path_factory.mktemp(kind) / "tokenizer.model"
+    path.write_bytes(synthesize_tokenizer(kind, 512, seed=3))
     return load_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def sp_tokenizer(tmp_path_factory):
+    return _synthetic("sentencepiece", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiktoken_tokenizer(tmp_path_factory):
+    return _synthetic("tiktoken", tmp_path_factory)
+
+
+@pytest.fixture(params=["sp_tokenizer", "tiktoken_tokenizer"])
+def tokenizer(request):
+    return request.getfixturevalue(request.param)
 
 
 def test_round_trip(tokenizer):
@@ -33,16 +47,14 @@ def test_detect_kind(tokenizer):
     assert type(load_tokenizer(tokenizer.path)) is type(tokenizer)
 
 
-def test_sentencepiece_has_llama2_ids(tokenizer):
-    if tokenizer.kind != "sentencepiece":
-        pytest.skip("sentencepiece only")
+def test_sentencepiece_has_llama2_ids(sp_tokenizer):
+    tokenizer = sp_tokenizer
     assert (tokenizer.sp.unk_id(), tokenizer.bos_id, tokenizer.eos_id, tokenizer.vocab_size) == (0, 1, 2, 512)
     assert tokenizer.sp.id_to_piece(3) == "<0x00>" and tokenizer.sp.id_to_piece(258) == "<0xFF>"  # byte fallback
 
 
-def test_tiktoken_special_tokens(tokenizer):
-    if tokenizer.kind != "tiktoken":
-        pytest.skip("tiktoken only")
+def test_tiktoken_special_tokens(tiktoken_tokenizer):
+    tokenizer = tiktoken_tokenizer
     n_ranks = tokenizer.encoding.n_vocab - len(tokenizer.special_tokens)
     assert (n_ranks, len(tokenizer.special_tokens), tokenizer.vocab_size) == (496, 16, 512)
     assert tokenizer.bos_id == n_ranks and tokenizer.eos_id == n_ranks + 1 and tokenizer.eot_id == n_ranks + 9

@@ -36,7 +36,7 @@ FMT_MODEL, FMT_INT8, FMT_FP8, FMT_INT4 = 0, 1, 2, 3
 INT4_GROUP = 32
 # Triton's CPU interpreter (TRITON_INTERPRET=1, used by the CPU tests) gets bf16 tl.dot wrong: use fp32 there.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-DECODE_SPLITS = 32  # split-K programs per (batch, kv head) in decode: 8 kv heads x 32 = 256 programs >= 2 x 132 SMs
+DECODE_SPLITS = 64  # split-K programs per (batch, kv head) in decode: 8 kv heads x 64 = 512 programs, ~4 per SM
 
 
 # ----------------------------------------------------------------------------- quantize / dequantize (torch)
@@ -97,7 +97,7 @@ if triton is not None:
         else:
             lo = tl.load(ptrs).to(tl.float32)
             hi = tl.load(ptrs + HALF).to(tl.float32)
-        if FMT != 0:
+        if FMT == 3:  # per-32-dim scales; per-token scales (int8, fp8) are applied to scores and p instead
             sp = scale_base + offs_n[:, None] * stride_sn
             lo = lo * tl.load(sp + (dh // GROUP)[None, :]).to(tl.float32)
             hi = hi * tl.load(sp + ((dh + HALF) // GROUP)[None, :]).to(tl.float32)
@@ -144,13 +144,18 @@ if triton is not None:
             slots = tl.minimum(offs_n, end - 1)  # tail: re-read the last slot; its score is masked to -inf
             k_lo, k_hi = _load_halves(k_base, ks_base, slots, dh, stride_kn, stride_sn, FMT, GROUP, HALF, DOT_DTYPE)
             s = tl.dot(q_lo, tl.trans(k_lo)) + tl.dot(q_hi, tl.trans(k_hi))
+            if FMT == 1 or FMT == 2:
+                s = s * tl.load(ks_base + slots * stride_sn).to(tl.float32)[None, :]
             s = tl.where(n_ok[None, :] & (offs_n[None, :] <= pos[:, None]), s * sm_scale_log2, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             v_lo, v_hi = _load_halves(v_base, vs_base, slots, dh, stride_kn, stride_sn, FMT, GROUP, HALF, DOT_DTYPE)
-            p_dot = p.to(DOT_DTYPE)
+            if FMT == 1 or FMT == 2:
+                p_dot = (p * tl.load(vs_base + slots * stride_sn).to(tl.float32)[None, :]).to(DOT_DTYPE)
+            else:
+                p_dot = p.to(DOT_DTYPE)
             acc_lo = acc_lo * alpha[:, None] + tl.dot(p_dot, v_lo)
             acc_hi = acc_hi * alpha[:, None] + tl.dot(p_dot, v_hi)
             m_i = m_new
@@ -194,7 +199,7 @@ def attention_kernel(q: Tensor, k: Tensor, v: Tensor, k_scale, v_scale, input_po
     G = Hq // Hkv
     rows = T * G
     decode = rows <= 16
-    block_m, block_n = (16, 64) if decode else (64, 64)
+    block_m, block_n, warps = (16, 64, 4) if decode else (128, 64, 8)
     splits = (num_splits or DECODE_SPLITS) if decode else (num_splits or 1)
     out = torch.empty(B, T, Hq, D, dtype=q.dtype, device=q.device)
     ks = k_scale if k_scale is not None else k  # unused when fmt == FMT_MODEL
@@ -214,7 +219,7 @@ def attention_kernel(q: Tensor, k: Tensor, v: Tensor, k_scale, v_scale, input_po
         out.stride(0), out.stride(1), out.stride(2),
         T, n_rows_total, math.log2(math.e) / math.sqrt(D),
         HKV=Hkv, G=G, D=D, FMT=fmt, GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
-        DOT_DTYPE=tl.float32 if INTERPRET else tl.bfloat16, num_warps=4)
+        DOT_DTYPE=tl.float32 if INTERPRET else tl.bfloat16, num_warps=warps)
     if splits > 1:
         _combine_kernel[(n_rows_total,)](part_acc, part_lse, out, n_rows_total, T,
                                          out.stride(0), out.stride(1), out.stride(2),

@@ -7,6 +7,8 @@ Triton kernel that dequantizes in registers, so each weight byte crosses the mem
 
 Everything else (CPU, prefill with many rows, no Triton) runs plain torch on the dequantized
 weight: the same function, so CI and the default CPU run are unaffected.
+Registered as int8wo-triton, int4wo-triton-<group> and float8wo-triton in llama/techniques.py;
+benchmarks/decode_roofline.py measures them against torchao (docs/performance.md).
 
 Layouts (N outputs, K inputs):
 - rowwise: `qweight` (N, K) int8 or float8_e4m3fn, `scale` (N,) float32; w = q * scale.
@@ -82,9 +84,11 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- kernels
-# Launch shapes (BLOCK_N, BLOCK_K, num_warps) per weight kind, picked by a sweep over Llama-3.1-8B's
-# linear shapes on an H200 (benchmarks/decode_roofline.py --sweep). BLOCK_K counts inputs.
-GEMV_CONFIGS = {"int8": (8, 512, 4), "float8_e4m3fn": (8, 512, 4), "bfloat16": (8, 512, 4), "int4": (8, 1024, 4)}
+# Launch shapes (BLOCK_N, BLOCK_K, num_warps) per weight kind: the best on Llama-3.1-8B's output
+# projection (128256 x 4096) in a sweep on an H200 (benchmarks/decode_roofline.py --sweep). BLOCK_K
+# counts inputs. Matrices with fewer than MIN_PROGRAMS blocks of rows get narrower blocks.
+GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (16, 512, 8), "float8_e4m3fn": (16, 512, 8), "int4": (16, 2048, 4)}
+MIN_PROGRAMS = 1024
 
 
 def _config_key(weight_dtype: torch.dtype) -> str:
@@ -94,8 +98,16 @@ def _config_key(weight_dtype: torch.dtype) -> str:
 if triton is not None:
 
     @triton.jit
+    def _exact_float(i):
+        # int32 i in [0, 2**23) -> float32, exactly: as float bits, 2**23 + i, then minus 2**23.
+        # Integer ops and one add at full rate, where a plain int->float convert runs at a quarter
+        # rate on Hopper and capped int4 decode at about half the copy bandwidth.
+        return (i | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+
+    @triton.jit
     def _rowwise_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K,
-                             HAS_SCALE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                             HAS_SCALE: tl.constexpr, IS_INT8: tl.constexpr,
+                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # Grid (rows of x, blocks of N): rows sharing a weight tile run next to each other,
         # so a second row finds the tile in L2.
         m = tl.program_id(0)
@@ -108,6 +120,8 @@ if triton is not None:
             x = tl.load(x_ptr + m * K + k0 + rk, mask=k_ok, other=0.0).to(tl.float32)
             w = tl.load(w_ptr + rn[:, None] * K + (k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :],
                         other=0.0, eviction_policy="evict_first")
+            if IS_INT8:
+                w = _exact_float(w.to(tl.int32) + 128) - 128.0
             acc += w.to(tl.float32) * x[None, :]
         y = tl.sum(acc, axis=1)
         if HAS_SCALE:
@@ -117,7 +131,7 @@ if triton is not None:
     @triton.jit
     def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K,
                           GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        # BLOCK_K is a multiple of GROUP that divides K (checked by the caller).
+        # BLOCK_K is a power-of-two multiple of GROUP that divides K (checked by the caller).
         m = tl.program_id(0)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         rb = tl.arange(0, BLOCK_K // 2)
@@ -128,13 +142,13 @@ if triton is not None:
         acc = tl.zeros((BLOCK_N, BLOCK_K // GROUP), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             packed = tl.load(w_ptr + rn[:, None] * (K // 2) + (k0 // 2 + rb)[None, :], mask=n_ok[:, None],
-                             other=0, eviction_policy="evict_first")
-            # join + reshape interleaves (low, high) nibbles back into input order 2j, 2j + 1.
-            q = tl.reshape(tl.join(packed & 0xF, packed >> 4), (BLOCK_N, BLOCK_K)).to(tl.float32)
-            x = tl.load(x_ptr + m * K + k0 + rk).to(tl.float32)
+                             other=0, eviction_policy="evict_first").to(tl.int32)
+            x_even, x_odd = tl.split(tl.reshape(tl.load(x_ptr + m * K + k0 + rk).to(tl.float32), (BLOCK_K // 2, 2)))
+            # Low nibble is input 2j, high nibble 2j + 1.
+            t = _exact_float(packed & 0xF) * x_even[None, :] + _exact_float(packed >> 4) * x_odd[None, :]
             # sum_k x (q s + z) = s * sum_k x q + z * sum_k x, per group: one FMA per weight.
-            qx = tl.sum(tl.reshape(q * x[None, :], (BLOCK_N, BLOCK_K // GROUP, GROUP)), axis=2)
-            xs = tl.sum(tl.reshape(x, (BLOCK_K // GROUP, GROUP)), axis=1)
+            qx = tl.sum(tl.reshape(t, (BLOCK_N, BLOCK_K // GROUP, GROUP // 2)), axis=2)
+            xs = tl.sum(tl.reshape(x_even + x_odd, (BLOCK_K // GROUP, GROUP // 2)), axis=1)
             g = rn[:, None] * n_groups + (k0 // GROUP + rg)[None, :]
             s = tl.load(scale_ptr + g, mask=n_ok[:, None], other=0.0).to(tl.float32)
             z = tl.load(zero_ptr + g, mask=n_ok[:, None], other=0.0).to(tl.float32)
@@ -142,17 +156,25 @@ if triton is not None:
         y = tl.sum(acc, axis=1)
         tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=n_ok)
 
+    def _launch_shape(kind: str, n: int, config) -> tuple[int, int, int]:
+        block_n, block_k, num_warps = config or GEMV_CONFIGS[kind]
+        if config is None:  # small matrices: narrower blocks, so every SM gets several programs
+            while block_n > 4 and triton.cdiv(n, block_n) < MIN_PROGRAMS:
+                block_n //= 2
+        return block_n, block_k, num_warps
+
     @triton_op("llama::rowwise_gemv", mutates_args={})
     def rowwise_gemv(x: Tensor, qweight: Tensor, scale: Tensor | None = None,
                      config: list[int] | None = None) -> Tensor:
         """x (..., K) @ (qweight * scale[:, None]).T for a few rows of x; qweight (N, K)."""
-        block_n, block_k, num_warps = config or GEMV_CONFIGS[_config_key(qweight.dtype)]
         n, k = qweight.shape
+        block_n, block_k, num_warps = _launch_shape(_config_key(qweight.dtype), n, config)
         x2 = x.reshape(-1, k).contiguous()
         y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
         grid = (x2.shape[0], triton.cdiv(n, block_n))
         wrap_triton(_rowwise_gemv_kernel)[grid](x2, qweight, scale if scale is not None else qweight, y, n, k,
-                                                HAS_SCALE=scale is not None, BLOCK_N=block_n, BLOCK_K=block_k,
+                                                HAS_SCALE=scale is not None, IS_INT8=qweight.dtype == torch.int8,
+                                                BLOCK_N=block_n, BLOCK_K=block_k,
                                                 num_warps=num_warps)
         return y.view(*x.shape[:-1], n)
 
@@ -160,10 +182,10 @@ if triton is not None:
     def int4_gemv(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor,
                   config: list[int] | None = None) -> Tensor:
         """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x."""
-        block_n, block_k, num_warps = config or GEMV_CONFIGS["int4"]
         n, k = packed.shape[0], 2 * packed.shape[1]
+        block_n, block_k, num_warps = _launch_shape("int4", n, config)
         group = k // scale.shape[1]
-        block_k = max(group, min(block_k, k))
+        block_k = max(group, min(block_k, 1 << (k.bit_length() - 1)))
         while k % block_k:  # the largest power-of-two block of whole groups that tiles K
             block_k //= 2
         x2 = x.reshape(-1, k).contiguous()

@@ -3,7 +3,6 @@
 Every function takes DataFrames from llama.results.load_results (the one results schema) and
 returns text or writes a figure, so tests can call them on hand-made results.
 """
-from __future__ import annotations
 
 import sys
 
@@ -175,22 +174,24 @@ def eval_table(ev: pd.DataFrame, models, techniques) -> str:
 
 
 def plot_peak_memory(gen: pd.DataFrame, models, techniques, path) -> None:
-    """Peak allocated memory against context length, one line per (model, technique)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """Peak allocated memory against context length: one panel per model, one line per technique."""
     ok = ordered(gen[gen["status"] == "ok"], models, techniques) if not gen.empty else gen
-    for (model, synthetic, technique, batch), group in (ok.groupby(
-            ["model", "synthetic", "technique", "batch_size"], sort=False) if not ok.empty else []):
-        group = group.sort_values("cache_size")
-        label = f"{model}{' (synthetic)' if synthetic else ''} {technique}" + (f" b{batch}" if ok["batch_size"].nunique() > 1 else "")
-        ax.plot(group["cache_size"], group["peak_alloc_bytes"] / GB, marker="o", label=label)
-    ax.set_xlabel("context length (KV cache slots)")
-    ax.set_ylabel("peak memory allocated (GB)")
-    ax.set_title("Peak memory vs context")
-    if ax.lines:
+    panels = list(ok.groupby(["model", "synthetic"], sort=False)) if not ok.empty else []
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4.5), squeeze=False)
+    for ax, ((model, synthetic), group) in zip(axes[0], panels):
+        for (technique, batch), line in group.groupby(["technique", "batch_size"], sort=False):
+            line = line.sort_values("cache_size")
+            label = technique + (f" batch {batch}" if group["batch_size"].nunique() > 1 else "")
+            ax.plot(line["cache_size"], line["peak_alloc_bytes"] / GB, marker="o", label=label)
         ax.set_xscale("log", base=2)
+        ax.set_title(f"{model}{' (synthetic)' if synthetic else ''}")
         ax.legend(fontsize="small")
-    else:
-        ax.text(0.5, 0.5, "no ok results", ha="center", transform=ax.transAxes)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no ok results", ha="center", transform=axes[0][0].transAxes)
+    for ax in axes[0]:
+        ax.set_xlabel("context length (KV cache slots)")
+        ax.set_ylabel("peak memory allocated (GB)")
+    fig.suptitle("Peak memory vs context")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

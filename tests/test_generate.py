@@ -1,0 +1,139 @@
+"""The generate benchmark: its numbers, its JSON, and its statuses (ok / oom / unsupported, exit 2)."""
+import json
+import statistics
+
+import pytest
+import torch
+
+from llama import generate, results, techniques
+from llama.model import ARCHITECTURES, Int8KVCache, Transformer
+
+FAST = ["--max_new_tokens", "6", "--num_samples", "2", "--warmup", "1"]
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return Transformer(ARCHITECTURES["tiny"]).to(torch.bfloat16).eval()
+
+
+def run(tmp_path, checkpoint, *args):
+    out = tmp_path / "result.json"
+    code = generate.main(["--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu", *args])
+    return code, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_sample_is_greedy_or_within_top_k():
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    best = logits.argmax(-1, keepdim=True)
+    assert torch.equal(generate.sample(logits, 0.0, None), best)
+    assert torch.equal(generate.sample(logits, 1.0, 1), best)
+    top3 = logits.topk(3).indices
+    for _ in range(20):
+        drawn = generate.sample(logits, 2.0, 3)
+        assert drawn.shape == (4, 1) and (drawn == top3).any(-1).all()
+
+
+def test_benchmark_numbers_are_consistent():
+    model = tiny_model()
+    weights = techniques.model_size_bytes(model)
+    options = techniques.apply(model, "kv-int8+linear-mask", "cpu", torch.bfloat16)
+    batch, prompt_len, new = 2, 5, 6
+    prompt = torch.randint(0, 1024, (batch, prompt_len))
+    settings = generate.Settings(batch_size=batch, max_new_tokens=new, num_samples=3, warmup=1)
+    r = generate.benchmark(model, prompt, settings, options)
+
+    config = ARCHITECTURES["tiny"]
+    assert r["cache_size"] == 128  # 11 tokens rounded up
+    assert r["model_size_bytes"] == weights
+    # int8 K and V + a bf16 scale per (batch, head, slot), per layer
+    slots = batch * config.n_kv_heads * r["cache_size"]
+    assert r["kv_cache_bytes"] == config.n_layers * 2 * slots * (config.head_dim + 2)
+    assert isinstance(model.layers[0].attention.kv_cache, Int8KVCache)
+    # weights read per step: everything but the embedding table, plus one table row per sequence
+    table = config.vocab_size * config.dim * 2
+    assert r["bytes_per_token"] == weights - table + batch * config.dim * 2 + r["kv_cache_bytes"]
+    assert r["bandwidth_gb_s"] == pytest.approx(r["bytes_per_token"] * r["decode_tok_s_median"] / batch / 1e9)
+
+    samples = r["samples"]
+    assert len(samples) == 3
+    tok_s = [batch * new / (s["ttft_s"] + s["decode_s"]) for s in samples]
+    decode_tok_s = [batch * (new - 1) / s["decode_s"] for s in samples]
+    assert r["tok_s_median"] == pytest.approx(statistics.median(tok_s))
+    assert r["decode_tok_s_median"] == pytest.approx(statistics.median(decode_tok_s))
+    assert r["tok_s_min"] <= r["tok_s_median"] <= r["tok_s_max"]
+    assert r["decode_tok_s_min"] == pytest.approx(min(decode_tok_s))
+    assert r["decode_tok_s_cv"] == pytest.approx(statistics.pstdev(decode_tok_s) / statistics.fmean(decode_tok_s))
+    assert r["ttft_s_median"] == pytest.approx(statistics.median(s["ttft_s"] for s in samples))
+    assert r["warmup_s"] > 0 and r["peak_alloc_bytes"] > 0 and r["peak_reserved_bytes"] >= r["peak_alloc_bytes"]
+
+
+def test_tied_embeddings_table_read_once():
+    import dataclasses
+    torch.manual_seed(0)
+    model = Transformer(dataclasses.replace(ARCHITECTURES["tiny"], tie_embeddings=True)).to(torch.bfloat16)
+    # the output projection reads the whole (shared) table; the lookup one row more
+    assert generate.weight_bytes_per_step(model, 1) == techniques.model_size_bytes(model) + 256 * 2
+
+
+def test_cache_size_rules():
+    fits = generate.Settings(max_new_tokens=200)
+    assert generate.resolve_cache_size(6, fits, 4096) == 256
+    assert generate.resolve_cache_size(6, fits, 230) == 230  # rounding stops at max_seq_len
+    with pytest.raises(generate.ContextError, match="exceeds the model's max_seq_len 4096"):
+        generate.resolve_cache_size(6, generate.Settings(cache_size=5000), 4096)
+    with pytest.raises(generate.ContextError, match="does not fit cache_size 100"):
+        generate.resolve_cache_size(50, generate.Settings(cache_size=100, max_new_tokens=51), 4096)
+
+
+def test_generate_json_has_every_field(tmp_path, tiny_checkpoint, capsys):
+    code, r = run(tmp_path, tiny_checkpoint, "--technique", "int8wo+linear-mask", "--prefill_size", "7",
+                  "--batch_size", "2", *FAST)
+    assert code == 0
+    assert list(r) == list(results.COMMON_FIELDS) + list(results.GENERATE_FIELDS)
+    assert r["status"] == "ok" and r["reason"] == ""
+    missing = [k for k, v in r.items() if v is None]
+    assert missing == [], f"fields left empty: {missing}"
+    assert r["model"] == "tiny" and r["synthetic"] is True and r["prompt_tokens"] == 7
+    assert r["command"].startswith("python -m llama.generate --checkpoint")
+    assert r["env"]["torch"] == torch.__version__
+    assert r["bandwidth_fraction"] == pytest.approx(r["bandwidth_gb_s"] / r["copy_bandwidth_gb_s"])
+    assert r["bandwidth_gb_s"] == pytest.approx(r["bytes_per_token"] * r["decode_tok_s_median"] / 2 / 1e9)
+    assert r["model_size_bytes"] < 0.6 * sum(p.numel() * 2 for p in tiny_model().parameters())
+    assert results.read_result(tmp_path / "result.json") == r
+    assert "tok/s" in capsys.readouterr().out
+
+
+def test_compiled_cpu_run(tmp_path, tiny_checkpoint):
+    code, r = run(tmp_path, tiny_checkpoint, "--compile", "--compile_prefill", "--temperature", "0", *FAST)
+    assert code == 0 and r["status"] == "ok" and r["compile"] is True and r["compile_prefill"] is True
+    assert r["prompt_tokens"] > 1 and r["decode_tok_s_median"] > 0
+
+
+def test_oom_is_a_result(tmp_path, tiny_checkpoint):
+    # KV caches of 300k sequences x 4096 slots need ~2.4 TB: malloc refuses at once, no page is touched.
+    code, r = run(tmp_path, tiny_checkpoint, "--batch_size", "300000", "--cache_size", "4096", *FAST)
+    assert code == 0
+    assert r["status"] == "oom" and "allocate" in r["reason"]
+    assert r["batch_size"] == 300000 and r["decode_tok_s_median"] is None
+
+
+def test_unsupported_is_a_result(tmp_path, tiny_checkpoint):
+    code, r = run(tmp_path, tiny_checkpoint, "--technique", "int8wo+float8dq-row", *FAST)
+    assert (code, r) == (2, None)  # two weight techniques: bad input
+    code, r = run(tmp_path, tiny_checkpoint, "--technique", "float8dq-row+kv-int8", *FAST)
+    assert code == 0
+    assert r["status"] == "unsupported" and "compute capability >= 8.9" in r["reason"]
+    assert list(r) == list(results.COMMON_FIELDS) + list(results.GENERATE_FIELDS)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cache_size", "5000"], "exceeds the model's max_seq_len 4096"),
+    (["--prefill_size", "50", "--cache_size", "52"], "does not fit cache_size 52"),
+    (["--cache_size", "8"], "does not fit cache_size 8"),  # the text prompt alone is longer
+    (["--technique", "int3wo"], "unknown technique 'int3wo'; known: none, int8wo"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, tiny_checkpoint, capsys, args, message):
+    code, r = run(tmp_path, tiny_checkpoint, *args, *FAST)
+    err = capsys.readouterr().err.strip()
+    assert (code, r) == (2, None)
+    assert message in err and len(err.splitlines()) == 1
