@@ -322,11 +322,13 @@ def test_report_html(interrupted_then_resumed, tmp_path):
 
 @pytest.mark.slow
 def test_add_a_technique(interrupted_then_resumed, tmp_path):
-    """Does exactly what docs/adding-a-technique.md says, in a copy of the finished run."""
+    """Does exactly what the README's "Adding a technique" says, in a copy of the finished run."""
     work, config, _, _, _ = interrupted_then_resumed
     work = Path(shutil.copytree(work, tmp_path / "repo"))
     config = work / "config" / config.name
-    doc = (REPO / "docs" / "adding-a-technique.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    doc = readme[readme.index("### Adding a technique"):]
+    doc = doc[: doc.index("\n## ")]
     factory, entry = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
     name = re.search(r'Technique\("([^"]+)"', entry).group(1)
     techniques_py = work / "llama" / "techniques.py"
