@@ -42,7 +42,6 @@ tables = load_tables()
 
 def env():
     e = dict(os.environ, TORCHAO_FORCE_SKIP_LOADING_SO_FILES="1", HF_HUB_OFFLINE="1")
-    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"  # `python` in rules = this venv
     return e
 
 
