@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 # Rules run `python -m llama...`: make that the interpreter running Snakemake (its venv), not
 # whatever `python` comes first on the caller's PATH.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
 from llama import techniques  # noqa: E402
 from llama.model import ARCHITECTURES, ModelArgs, find_architecture  # noqa: E402
