@@ -24,7 +24,7 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=$(GPUS)
 
 test: setup
-	TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1 $(BIN)/python -m pytest -q -ra
+	TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1 $(BIN)/python -m pytest -q -raP  # P: print what passing tests print (the SLURM test lists its sbatch jobs)
 
 clean:
 	rm -rf results logs .snakemake

@@ -244,7 +244,7 @@ def test_plots_write_pngs(tmp_path):
 
 @pytest.fixture(scope="module")
 def interrupted_then_resumed(tmp_path_factory):
-    """The trimmed default run, interrupted (SIGINT) after its first generate result, then resumed."""
+    """The trimmed default run, interrupted (SIGINT) after its second generate result, then resumed."""
     work = copy_repo(tmp_path_factory.mktemp("run"))
     config = write_config(work / "config" / "e2e.yaml")
     args = ["--cores", "1", "--resources", "gpu=1", "--configfile", str(config)]
@@ -252,7 +252,9 @@ def interrupted_then_resumed(tmp_path_factory):
     proc = subprocess.Popen([SNAKEMAKE, *args], cwd=work, env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 600
-    while not list((work / "results" / "generate").rglob("*.json")):
+    # Two results: with one GPU slot the second job starts only once Snakemake has recorded the
+    # first as finished, so at least one result is complete when the interrupt comes.
+    while len(list((work / "results" / "generate").rglob("*.json"))) < 2:
         assert proc.poll() is None and time.time() < deadline, "no generate result before the interrupt"
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)
