@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llama import techniques  # noqa: E402
+from llama.generate import copy_bandwidth_gb_s, weight_bytes_per_step  # noqa: E402
 from llama.kernels import gemv  # noqa: E402
 from llama.model import ARCHITECTURES, Transformer  # noqa: E402
 
@@ -51,21 +51,6 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def copy_bandwidth(device, nbytes=1 << 30, reps=10) -> float:
-    """Device-to-device copy, bytes read + written per second (the roofline we compare to)."""
-    src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    times = []
-    for i in range(reps + 3):
-        sync(device)
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        sync(device)
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    return 2 * nbytes / statistics.median(times)
-
-
 def build_model(name, device, seed) -> Transformer:
     """Seeded random bf16 weights created on the device (normal, std 0.02; norms at 1)."""
     torch.set_default_dtype(torch.bfloat16)
@@ -78,14 +63,6 @@ def build_model(name, device, seed) -> Transformer:
         for pname, p in sorted(model.named_parameters()):
             p.fill_(1.0) if p.ndim == 1 else p.normal_(0.0, 0.02, generator=gen)
     return model.eval().requires_grad_(False)
-
-
-def weight_bytes_per_token(model) -> int:
-    """Weights one decode step reads: everything stored, but only one row of the embedding table."""
-    emb = model.tok_embeddings.weight
-    total = techniques.model_size_bytes(model)
-    tied = model.output.weight is emb if isinstance(model.output, nn.Linear) else False
-    return total if tied else total - techniques.storage_bytes(emb) + emb.shape[1] * emb.element_size()
 
 
 def rel_err(a, b) -> float:
@@ -200,7 +177,7 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
         gemv.quantize_linears(model, scheme, group or 128, filter_fn=lambda m, fqn: not (tied and fqn == "output"))
     sync(device)
     row["quantize_s"] = time.perf_counter() - t0
-    row["weight_bytes"] = weight_bytes_per_token(model)
+    row["weight_bytes"] = weight_bytes_per_step(model, 1)
     with torch.no_grad():
         row["logits_rel_err"] = rel_err(model(eval_tokens), base_logits)
     cache_size = -(-(prompt.shape[1] + args.new_tokens) // 16) * 16
@@ -352,7 +329,7 @@ def main(argv=None):
     if args.sweep:
         return sweep(args, device, out_dir)
 
-    copy_bw = copy_bandwidth(device)
+    copy_bw = copy_bandwidth_gb_s(device, 1 << 30 if device.type == "cuda" else 1 << 27, 10) * 1e9
     print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
           f"copy bandwidth {copy_bw / 1e9:.0f} GB/s (read + write)", flush=True)
     base = build_model(args.model, device, args.seed)

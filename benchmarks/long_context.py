@@ -23,6 +23,8 @@ import torch
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llama import techniques  # noqa: E402
+from llama.generate import copy_bandwidth_gb_s, weight_bytes_per_step  # noqa: E402
 from llama.model import ARCHITECTURES, Transformer  # noqa: E402
 
 # variant -> (llama.model.KV_CACHES name, mask mode). The first three are the seed's methods.
@@ -35,7 +37,6 @@ VARIANTS = {
     "kv-fp8-fused": ("fp8-fused", "quadratic"),
     "kv-int4-fused": ("int4-fused", "quadratic"),
 }
-SEED_VARIANTS = ("normal", "kv-int8", "kv-int8+linear-mask")
 GB = 1e9
 
 
@@ -51,54 +52,10 @@ def build_model(name: str, device: torch.device, seed: int = 0) -> Transformer:
     return model.eval().requires_grad_(False)
 
 
-def quantize_int4(model: Transformer) -> None:
-    from torchao.quantization import Int4WeightOnlyConfig, quantize_
-
-    quantize_(model, Int4WeightOnlyConfig(group_size=64, int4_packing_format="tile_packed_to_4d"))
-
-
-def tensor_bytes(t: torch.Tensor) -> int:
-    """Storage bytes, through tensor subclasses (torchao's int4 weights hold packed data + scales)."""
-    if type(t) not in (torch.Tensor, torch.nn.Parameter) and hasattr(t, "__tensor_flatten__"):
-        names, _ = t.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(t, n)) for n in names)
-    return t.numel() * t.element_size()
-
-
-def weight_bytes_per_token(model: Transformer) -> int:
-    """Weights a decode step reads: every Linear and norm, but one row of the embedding table."""
-    total = sum(tensor_bytes(p) for n, p in model.named_parameters() if not n.startswith("tok_embeddings"))
-    emb = model.tok_embeddings.weight
-    return total + emb.shape[1] * emb.element_size()
-
-
-def copy_bandwidth(device: torch.device) -> float:
-    """Device-to-device copy, bytes read + written per second (the roofline's ceiling)."""
-    if device.type != "cuda":
-        return float("nan")
-    src = torch.randn(1 << 30, device=device, dtype=torch.bfloat16)  # 2 GiB, far past L2
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(10):
-        dst.copy_(src)
-    end.record()
-    torch.cuda.synchronize()
-    return 10 * 2 * tensor_bytes(src) / (start.elapsed_time(end) / 1e3)
-
-
 def free_caches(model: Transformer) -> None:
     for layer in model.layers:
         layer.attention.kv_cache = None
     model.causal_mask = model.freqs_cis = None
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def free_caches_everywhere():
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -241,7 +198,7 @@ def main(argv=None):
         p.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     sizes = [int(s) for s in args.sizes.split(",")]
     tables: list[str] = []
-    bandwidth = copy_bandwidth(device)
+    bandwidth = copy_bandwidth_gb_s(device, 1 << 30 if device.type == "cuda" else 1 << 27, 10) * 1e9
     print(f"# {args.model} synthetic, {device} "
           f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, copy bandwidth {bandwidth / GB:.0f} GB/s",
           flush=True)
@@ -250,11 +207,11 @@ def main(argv=None):
     for weights in args.weights.split(","):
         if weights == "int4wo-64":
             t0 = time.perf_counter()
-            quantize_int4(model)
+            techniques.apply(model, "int4wo-64", device, torch.bfloat16)
             print(f"# int4wo-64 quantization {time.perf_counter() - t0:.1f} s", flush=True)
         elif weights != "bf16":
             p.error(f"--weights: bf16 or int4wo-64, not {weights!r}")
-        wbytes = weight_bytes_per_token(model)
+        wbytes = weight_bytes_per_step(model, 1)
         print(f"# {weights}: weights read per token {wbytes / GB:.2f} GB", flush=True)
         if weights == "bf16":
             rows = [run_case(model, v, max(sizes), args.prompt, args.new_tokens, args.chunk, device, bandwidth, wbytes)
@@ -276,11 +233,13 @@ def main(argv=None):
     long_prompts = [int(s) for s in args.long_prompts.split(",") if s]
     if long_prompts:
         del model
-        free_caches_everywhere()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         model = build_model(args.model, device)
         if args.long_weights == "int4wo-64":
-            quantize_int4(model)
-        wbytes = weight_bytes_per_token(model)
+            techniques.apply(model, "int4wo-64", device, torch.bfloat16)
+        wbytes = weight_bytes_per_step(model, 1)
         long_rows = []
         for n in long_prompts:
             cache = -(-(n + args.new_tokens + 1) // 128) * 128

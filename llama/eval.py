@@ -36,15 +36,12 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from llama.results import environment, make_result, write_result
+from llama.results import LOCAL_TASK, environment, is_oom, make_result, oom_reason, write_result
+from llama.results import DEFAULT_EVAL_WINDOW as DEFAULT_MAX_SEQ_LEN
 from llama.gpus import resolve_device
 from llama.model import KVCache
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-LOCAL_TASK = "llama_local_ppl"
-# Eval window when --max_seq_len is not given: the model's own limit, capped because a 131k-token
-# window (Llama 3.1) would need 67 GB for its fp32 logits alone; 2048 is lm-eval's HFLM default.
-DEFAULT_MAX_SEQ_LEN = 2048
 
 
 class EvalError(Exception):
@@ -308,25 +305,30 @@ def run(args: argparse.Namespace, command: str) -> dict:
     except techniques.Unsupported as e:
         unsupported = str(e)
     try:
-        model, tokenizer, meta = checkpoint.load(args.checkpoint, device, dtype)
+        meta = checkpoint.read_meta(Path(args.checkpoint))
     except checkpoint.CheckpointError as e:
         raise EvalError(str(e)) from None
-    max_len = min(args.max_seq_len or DEFAULT_MAX_SEQ_LEN, model.config.max_seq_len)
+    max_len = min(args.max_seq_len or DEFAULT_MAX_SEQ_LEN, meta["args"]["max_seq_len"])
     common = dict(model=meta.get("model"), synthetic=meta.get("synthetic"), checkpoint=str(args.checkpoint),
                   technique=args.technique, device=str(device), precision=args.precision, task=task,
                   limit=args.limit, num_fewshot=args.num_fewshot, max_seq_len=max_len,
                   env=environment(str(device)), command=command)
-    if unsupported:
+    if unsupported:  # decided before loading the weights
         return make_result("eval", status="unsupported", reason=unsupported, **common)
     try:
+        model, tokenizer, meta = checkpoint.load(args.checkpoint, device, dtype)
         options = techniques.apply(model, args.technique, device, dtype)
         lm = LlamaLM(model, tokenizer, batch_size=args.batch_size, max_length=max_len,
                      kv_cache=options.kv_cache, mask=options.mask)
         metrics, stderr, _ = evaluate(lm, task, args.limit, args.num_fewshot)
     except techniques.Unsupported as e:
         return make_result("eval", status="unsupported", reason=str(e), **common)
-    except torch.OutOfMemoryError as e:
-        return make_result("eval", status="oom", reason=str(e).splitlines()[0], **common)
+    except checkpoint.CheckpointError as e:
+        raise EvalError(str(e)) from None
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        return make_result("eval", status="oom", reason=oom_reason(e), **common)
     return make_result("eval", status="ok", metrics=metrics, stderr=stderr, **common)
 
 

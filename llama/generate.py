@@ -31,10 +31,11 @@ import torch._inductor.config  # INDUCTOR_CONFIG below
 from torch import Tensor
 
 from llama import results, techniques
+from llama.checkpoint import DTYPES
 from llama.gpus import resolve_device
+from llama.tokenizer import load_tokenizer
 from llama.model import Transformer
 
-PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # One inductor setup for every technique, so compiled numbers compare like with like: torchao's
 # recommended settings (torchao.quantization.utils.recommended_inductor_config_setter), which its
 # configs would otherwise switch on for quantized runs only (llama/techniques.py turns that off).
@@ -263,17 +264,6 @@ def benchmark(model: Transformer, prompt: Tensor, settings: Settings,
 
 # ----------------------------------------------------------------------------- the CLI
 
-def is_oom(error: BaseException) -> bool:
-    """CUDA OOM, a CPU allocation failure, or either wrapped by torch.compile."""
-    while error is not None:
-        if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
-            return True
-        if isinstance(error, RuntimeError) and ("can't allocate memory" in str(error) or "out of memory" in str(error)):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
 def make_prompt(args, tokenizer, vocab_size: int, device: torch.device) -> Tensor:
     if args.prefill_size is not None:
         generator = torch.Generator().manual_seed(args.seed)
@@ -301,7 +291,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
     p.add_argument("--top_k", type=int, default=200)
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="bfloat16")
+    p.add_argument("--precision", choices=list(DTYPES), default="bfloat16")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--warmup", type=int, default=1, help="untimed samples first (they include compilation)")
     args = p.parse_args(argv)
@@ -324,7 +314,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from llama import checkpoint  # here, so that tests of benchmark() don't need it
 
-    dtype = PRECISIONS[args.precision]
+    dtype = DTYPES[args.precision]
     settings = Settings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
                         warmup=args.warmup, cache_size=args.cache_size, temperature=args.temperature,
                         top_k=args.top_k, compile=args.compile, compile_prefill=args.compile_prefill)
@@ -332,8 +322,11 @@ def main(argv=None) -> int:
         techniques.parse(args.technique)
         device = resolve_device(args.device)
         meta = checkpoint.read_meta(Path(args.checkpoint))
-        # a text prompt's length is known only after tokenizing: checked again below
-        resolve_cache_size(args.prefill_size or 1, settings, meta["args"]["max_seq_len"])
+        prompt_len = args.prefill_size
+        if prompt_len is None:  # the tokenizer alone: cheap, and every result then records the real sizes
+            tokenizer = load_tokenizer(Path(args.checkpoint) / "tokenizer.model", meta.get("tokenizer"))
+            prompt_len = len(tokenizer.encode(args.prompt, bos=True))
+        cache_size = resolve_cache_size(prompt_len, settings, meta["args"]["max_seq_len"])
     except (ValueError, checkpoint.CheckpointError) as e:
         return _error(str(e))
     if device.type == "cuda":
@@ -344,8 +337,8 @@ def main(argv=None) -> int:
                   technique=args.technique, device=str(device), precision=args.precision, command=command,
                   env=results.environment(str(device)), compile=args.compile, compile_prefill=args.compile_prefill,
                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
-                  cache_size=args.cache_size, temperature=args.temperature, top_k=args.top_k,
-                  prompt_tokens=args.prefill_size)
+                  cache_size=cache_size, temperature=args.temperature, top_k=args.top_k,
+                  prompt_tokens=prompt_len)
     try:
         techniques.check(args.technique, device, dtype)
         # Measured first, while the device holds nothing else.
@@ -354,7 +347,6 @@ def main(argv=None) -> int:
         fields["copy_bandwidth_gb_s"] = copy_gb_s
         model, tokenizer, meta = checkpoint.load(args.checkpoint, device=device, dtype=dtype)
         prompt = make_prompt(args, tokenizer, model.config.vocab_size, device)
-        resolve_cache_size(prompt.shape[1], settings, model.config.max_seq_len)  # fail before quantizing
         options = techniques.apply(model, args.technique, device, dtype)
         fields.update(benchmark(model, prompt, settings, options))
         fields["bandwidth_fraction"] = fields["bandwidth_gb_s"] / copy_gb_s
@@ -364,10 +356,9 @@ def main(argv=None) -> int:
     except techniques.Unsupported as e:
         result = results.make_result("generate", status="unsupported", reason=str(e), **fields)
     except Exception as e:
-        if not is_oom(e):
+        if not results.is_oom(e):
             raise
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        result = results.make_result("generate", status="oom", reason=f"{type(e).__name__}: {first_line}"[:500], **fields)
+        result = results.make_result("generate", status="oom", reason=results.oom_reason(e), **fields)
     results.write_result(args.out, result)
     print(summary(result))
     return 0

@@ -70,6 +70,13 @@ GENERATE_FIELDS = {
     "samples": "per timed sample: {ttft_s, decode_s} seconds (the rates above are computed from these)",
 }
 
+# Eval defaults the workflow needs without importing lm-eval (slow to import): the offline task
+# shipped in llama/data, and the eval window when --max_seq_len is not given (the model's own
+# limit, capped: a 131k-token window of Llama 3.1 needs 67 GB for its fp32 logits alone; 2048 is
+# lm-eval's HFLM default).
+LOCAL_TASK = "llama_local_ppl"
+DEFAULT_EVAL_WINDOW = 2048
+
 EVAL_FIELDS = {
     "task": "lm-eval task name",
     "limit": "documents evaluated (None: all)",
@@ -141,6 +148,25 @@ def reproduce_command(argv: list[str] | None = None) -> str:
     spec = getattr(main, "__spec__", None)
     head = ["python", "-m", spec.name] if spec is not None and spec.name else ["python", argv[0]]
     return shlex.join(head + list(argv[1:]))
+
+
+def is_oom(error: BaseException) -> bool:
+    """Out of memory: CUDA's, a failed CPU allocation, or either wrapped (e.g. by torch.compile)."""
+    import torch
+
+    while error is not None:
+        if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+            return True
+        if isinstance(error, RuntimeError) and ("can't allocate memory" in str(error) or "out of memory" in str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def oom_reason(error: BaseException) -> str:
+    """The error's first line (the allocator says there what it tried to allocate)."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:500]
 
 
 def make_result(kind: str, **fields: Any) -> dict[str, Any]:

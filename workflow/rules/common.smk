@@ -19,6 +19,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ
 os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
 from llama import techniques  # noqa: E402
+from llama.results import DEFAULT_EVAL_WINDOW, LOCAL_TASK  # noqa: E402
 from llama.model import ARCHITECTURES, ModelArgs, find_architecture  # noqa: E402
 
 
@@ -48,7 +49,6 @@ except WorkflowError as e:
 
 GEN = config["generate"]
 EVAL = config["eval"]
-LOCAL_TASK = "llama_local_ppl"  # the offline perplexity task shipped in llama/data
 
 
 def slug(name):
@@ -114,14 +114,11 @@ if problems := config_problems():
     raise WorkflowError("the config asks for runs that cannot work:\n  " + "\n  ".join(problems))
 
 # Several GPUs on one host: each GPU job takes its own GPU through this launcher (llama/gpus.py).
-if (REPO / "llama" / "gpus.py").exists():
-    from llama import gpus  # noqa: E402
+from llama import gpus  # noqa: E402
 
-    GPU_LAUNCH = "python -m llama.gpus run --"
-    _gpu_slots = workflow.global_resources.get("gpu")
-    gpus.check_gpu_slots(getattr(_gpu_slots, "value", _gpu_slots))
-else:
-    GPU_LAUNCH = ""
+GPU_LAUNCH = "python -m llama.gpus run --"
+_gpu_slots = workflow.global_resources.get("gpu")
+gpus.check_gpu_slots(getattr(_gpu_slots, "value", _gpu_slots))
 
 
 # ----------------------------------------------------------------------------- paths
@@ -206,7 +203,7 @@ def generate_runtime_min(wildcards):
 
 def eval_mem_mb(wildcards):
     args = shape_of(model_name(wildcards))
-    return host_mem_mb(model_name(wildcards), 1, args.max_seq_len if args else 0)
+    return host_mem_mb(model_name(wildcards), 1, min(DEFAULT_EVAL_WINDOW, args.max_seq_len) if args else 0)
 
 
 def eval_table_target():
