@@ -356,7 +356,7 @@ def convert(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, model_name: s
     if leftover:
         raise CheckpointError(f"{hf_dir}: unexpected tensors {leftover[:3]}; not a plain LlamaForCausalLM checkpoint")
 
-    meta = _meta(model_name or registry_name or hf_dir.name, args, dtype, "huggingface",
+    meta = _meta(model_name or hf_dir.name, args, dtype, "huggingface",
                  repo=model_name, revision=revision)
     return write_checkpoint(out_dir, state_dict, tokenizer_path, meta)
 

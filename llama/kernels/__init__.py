@@ -1,3 +1,4 @@
-"""Our own kernels, each with a plain-torch fallback on CPU. Import the module you need
-(llama.kernels.gemv, llama.kernels.decode_attention, llama.kernels.kv_caches): nothing is imported
-here, so loading llama.model does not pull in Triton."""
+"""Our own kernels, each with a plain-torch fallback on CPU: Triton GEMV for weight-only decode
+(gemv), split-K attention over a quantized KV prefix (decode_attention) and the caches that use it
+(kv_caches, imported by llama.model to register them). Triton is imported where installed and its
+kernels run on CUDA (or under TRITON_INTERPRET=1); nothing here needs it on CPU."""
