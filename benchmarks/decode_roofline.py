@@ -3,15 +3,16 @@
 In ONE process, on one seeded random model (built on the device, no checkpoint), for each technique:
   plain  the technique's torchao config from llama/techniques.py, torch.compile(mode="reduce-overhead")
          (--compile block: each TransformerBlock compiled, the gpt-fast-style full decode step otherwise)
-  ours   our weight-only linears (llama/kernels/gemv.py, Triton GEMV), each TransformerBlock compiled
-         once (mode "default": one compiled block serves all layers, which cuts warm-up), and the whole
-         decode step -- all blocks, head, greedy argmax, position update -- captured in one CUDA graph
-         and replayed per token, with no host work between tokens.
+  ours   our weight-only linears (llama/kernels/gemv.py, Triton GEMV) decoded by llama.generate's
+         --compile block path (GraphedDecode): each TransformerBlock compiled once (mode "default": one
+         compiled block serves all layers, which cuts warm-up), and the whole decode step -- all
+         blocks, head, greedy argmax, position update -- captured in one CUDA graph and replayed per
+         token, with no host work between tokens (--compile none: the same graph, blocks eager).
 Both decode greedily from the same 6-token prompt; each measurement is repeated (--repeats) and the
 spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.
 
     python benchmarks/decode_roofline.py --techniques bf16,int8wo,int4wo-128,float8wo,float8dq-row
-    python benchmarks/decode_roofline.py --sweep          # GEMV launch shapes + kernel check only
+    python benchmarks/gemv_sweep.py                       # GEMV launch shapes + kernel check only
     python benchmarks/decode_roofline.py --device cpu --model tiny --compile none --new-tokens 8   # smoke
 """
 from __future__ import annotations
@@ -30,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llama import techniques  # noqa: E402
-from llama.generate import copy_bandwidth_gb_s, weight_bytes_per_step  # noqa: E402
+from llama.generate import GraphedDecode, copy_bandwidth_gb_s, eager_prefill, weight_bytes_per_step  # noqa: E402
 from llama.kernels import gemv  # noqa: E402
-from llama.model import ARCHITECTURES, Transformer  # noqa: E402
+from llama.model import ARCHITECTURES, KV_CACHES, Transformer  # noqa: E402
 
 # technique -> (torchao registry spec, our scheme, our int4 group). None: that path is not offered.
 TECHNIQUE_PATHS = {
@@ -97,54 +98,9 @@ class PlainDecode:
         return torch.cat(out, dim=1)
 
 
-class GraphedDecode:
-    """Each block compiled once (shared by all layers), the whole decode step in one CUDA graph."""
-
-    def __init__(self, model, scope, batch, device):
-        self.model, self.device, self.graph = model, device, None
-        if scope != "none":
-            for layer in model.layers:
-                layer.compile()
-            model.norm.compile()
-        self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
-        self.pos = torch.zeros(1, dtype=torch.long, device=device)
-        self.out = torch.zeros(batch, model.cache_size + 1, dtype=torch.long, device=device)
-
-    def _step(self):
-        # Device-only: the next token, its slot in `out`, and the position move on inside the graph.
-        nxt = self.model(self.tok, self.pos)[:, -1].argmax(-1, keepdim=True)
-        self.out.index_copy_(1, self.pos + 1, nxt)
-        self.tok.copy_(nxt)
-        self.pos.add_(1)
-
-    def _capture(self):
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(3):  # compile and autotune outside the capture
-                self._step()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step()
-
-    def decode(self, first, pos0, steps):
-        if self.device.type == "cuda" and self.graph is None:
-            self.tok.copy_(first)
-            self.pos.fill_(pos0)
-            self._capture()
-        self.tok.copy_(first)
-        self.pos.fill_(pos0)
-        self.out[:, pos0] = first[:, 0]
-        for _ in range(steps):
-            self.graph.replay() if self.graph is not None else self._step()
-        return self.out[:, pos0:pos0 + steps + 1].clone()
-
-
 def generate(model, decoder, prompt, new_tokens, device):
-    """Prefill eagerly, then decode; returns (tokens, decode seconds)."""
-    with torch.compiler.set_stance("force_eager"):
-        first = model(prompt, torch.arange(prompt.shape[1], device=device))[:, -1].argmax(-1, keepdim=True)
+    """Prefill eagerly, then decode greedily; returns (tokens, decode seconds)."""
+    first = eager_prefill(model, prompt, torch.arange(prompt.shape[1], device=device), 0, None)
     sync(device)
     t0 = time.perf_counter()
     tokens = decoder.decode(first, prompt.shape[1], new_tokens - 1)
@@ -181,11 +137,12 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     with torch.no_grad():
         row["logits_rel_err"] = rel_err(model(eval_tokens), base_logits)
     cache_size = -(-(prompt.shape[1] + args.new_tokens) // 16) * 16
-    model.setup_caches(1, cache_size)
+    row["kv_cache"] = args.ours_kv_cache if path == "ours" else "model"
+    model.setup_caches(1, cache_size, kv_cache=row["kv_cache"])
     kv_bytes = sum(layer.attention.kv_cache.bytes_read_per_step(cache_size) for layer in model.layers)
     row["bytes_per_token"] = row["weight_bytes"] + kv_bytes
     decoder = (PlainDecode(model, args.compile) if path == "plain"
-               else GraphedDecode(model, "none" if args.compile == "none" else "block", 1, device))
+               else GraphedDecode(model, 0, None, compile_blocks=args.compile != "none"))  # temperature 0: argmax
     with torch.no_grad():
         t0 = time.perf_counter()
         ref_tokens, _ = generate(model, decoder, prompt, args.new_tokens, device)
@@ -230,67 +187,6 @@ def print_table(rows):
         "peak GB", "warm-up s", "logits rel err", "same tokens"]))
 
 
-# ----------------------------------------------------------------------------- GEMV sweep
-
-def sweep(args, device, out_dir):
-    """Check each kernel against the dequantized reference on the model's linear shapes, and time
-    launch shapes; print the best per weight kind by time per token.
-
-    Timed as in decode: replays of a CUDA graph (no Python launch cost, which is ~70 us a call and
-    swamps a 2-20 us GEMV), cycling over enough copies of the weight to overflow the L2 cache."""
-    import itertools
-    import math
-
-    from triton.testing import do_bench_cudagraph
-    cfg = ARCHITECTURES[args.model]
-    hd = cfg.head_dim
-    shapes = {"wqkv": ((cfg.n_heads + 2 * cfg.n_kv_heads) * hd, cfg.dim, cfg.n_layers),
-              "wo": (cfg.dim, cfg.dim, cfg.n_layers), "w13": (2 * cfg.intermediate_size, cfg.dim, cfg.n_layers),
-              "w2": (cfg.dim, cfg.intermediate_size, cfg.n_layers), "output": (cfg.vocab_size, cfg.dim, 1)}
-    kinds = {"bfloat16": lambda w: (w, None), "int8": lambda w: gemv.quantize_rowwise(w, torch.int8),
-             "float8_e4m3fn": lambda w: gemv.quantize_rowwise(w, torch.float8_e4m3fn),
-             "int4": lambda w: gemv.quantize_int4(w, args.int4_group)}
-    configs = list(itertools.product((4, 8, 16), (512, 2048), (4, 8)))
-    lines, best = [], {}
-    for kind, quant in kinds.items():
-        totals = {c: 0.0 for c in configs}
-        cublas_total, bytes_total = 0.0, 0
-        for sname, (n, k, count) in shapes.items():
-            w = torch.randn(n, k, device=device, dtype=torch.bfloat16) * 0.02
-            q = quant(w)
-            x = torch.randn(1, k, device=device, dtype=torch.bfloat16)
-            if kind == "int4":
-                ref = x.float() @ gemv.dequantize_int4(*q).float().T
-                fn = lambda c, q=q: gemv.int4_gemv(x, *q, config=list(c))  # noqa: E731
-            else:
-                deq = q[0] if q[1] is None else gemv.dequantize_rowwise(*q, torch.bfloat16)
-                ref = x.float() @ deq.float().T
-                fn = lambda c, q=q: gemv.rowwise_gemv(x, q[0], q[1], config=list(c))  # noqa: E731
-            nbytes = sum(t.numel() * t.element_size() for t in q if t is not None)
-            bytes_total += nbytes * count
-            copies = [q] + [tuple(t.clone() if t is not None else None for t in q)
-                            for _ in range(math.ceil(256e6 / nbytes) - 1)]
-            if kind == "bfloat16":
-                ws = [w] + [w.clone() for _ in range(math.ceil(256e6 / nbytes) - 1)]
-                cublas_total += do_bench_cudagraph(lambda: [x @ wi.T for wi in ws], rep=20,
-                                                   return_mode="median") / len(ws) * count
-            for c in configs:
-                err = rel_err(fn(c), ref)
-                if not err < 1e-2:
-                    raise SystemExit(f"GEMV {kind} {sname} config {c}: relative error {err:.2e} vs dequantized reference")
-                ms = do_bench_cudagraph(lambda: [fn(c, qi) for qi in copies], rep=20, return_mode="median") / len(copies)
-                totals[c] += ms * count
-                lines.append(f"{kind} {sname} {n}x{k} cfg={c} err={err:.1e} {ms * 1e3:.1f}us {nbytes / ms / 1e6:.0f}GB/s")
-            del w, q, copies
-        c = min(totals, key=totals.get)
-        best[kind] = (c, totals[c], bytes_total / totals[c] / 1e6, cublas_total)
-    (out_dir / "gemv_sweep.txt").write_text("\n".join(lines) + "\n")
-    print("\nGEMV sweep: all linears of one decode step (CUDA-graph replays, weights cycled past L2)")
-    for kind, (c, ms, gbs, cub) in best.items():
-        print(f"  {kind:14s} best (BLOCK_N, BLOCK_K, warps)={c}: {ms:.3f} ms/token, {gbs:.0f} GB/s"
-              + (f"; cuBLAS bf16 {cub:.3f} ms/token" if cub else ""))
-
-
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -303,12 +199,12 @@ def main(argv=None):
     p.add_argument("--prompt-tokens", type=int, default=6)
     p.add_argument("--new-tokens", type=int, default=200)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--ours_kv_cache", default="model", choices=sorted(KV_CACHES),
+                   help="KV cache of the ours path (prefix: bf16 K/V read by our Triton attention, prefix only)")
     p.add_argument("--compile", choices=("block", "full", "none"), default="block",
                    help="plain path: compile each block (default), the whole decode step, or nothing")
     p.add_argument("--device", default="cuda")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sweep", action="store_true", help="check and time the GEMV kernels only")
-    p.add_argument("--int4-group", type=int, default=128, help="group size for the --sweep int4 kernel")
     p.add_argument("--out", default=os.environ.get("OUT", "results/decode_roofline"))
     args = p.parse_args(argv)
     if args.table_from:
@@ -326,8 +222,6 @@ def main(argv=None):
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch._dynamo.config.recompile_limit = 64  # one compiled block per layer shape, never fall back to eager
-    if args.sweep:
-        return sweep(args, device, out_dir)
 
     copy_bw = copy_bandwidth_gb_s(device, 1 << 30 if device.type == "cuda" else 1 << 27, 10) * 1e9
     print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "

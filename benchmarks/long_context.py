@@ -8,6 +8,7 @@ variant's attention actually reads (KVCache.bytes_read_per_step), over the copy 
 here. Then real long prompts (chunked prefill, no S x S mask) and the logits error of each KV format.
 
     python benchmarks/long_context.py                                  # the full run on a GPU
+    python benchmarks/long_context.py --kernel_sweep                   # decode attention launch shapes only
     python benchmarks/long_context.py --device cpu --model tiny --weights bf16 --sizes 256,1024 \
         --long_prompts 512 --short_cache 256 --new_tokens 4          # a CPU smoke run
 """
@@ -69,10 +70,22 @@ def sync(device):
 def prefill(model, tokens: torch.Tensor, chunk: int) -> torch.Tensor:
     """Chunked prefill: each chunk attends to the cache prefix; only the last logits are kept."""
     n = tokens.shape[1]
-    for a in range(0, n, chunk):
-        b = min(a + chunk, n)
-        logits = model(tokens[:, a:b], torch.arange(a, b, device=tokens.device))
+    with torch.compiler.set_stance("force_eager"):
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            logits = model(tokens[:, a:b], torch.arange(a, b, device=tokens.device))
     return logits[:, -1:]
+
+
+def compile_blocks(model: Transformer) -> None:
+    """Each TransformerBlock and the final norm compiled (mode "default"): fused RMSNorm, RoPE and
+    residual ops instead of eager kernels, one compiled block for all layers. Prefill runs eager
+    (prefill() below) so chunk shapes never recompile the decode-shaped blocks."""
+    torch._dynamo.config.recompile_limit = 1024  # a recompile per cache variant/size, never eager fallback
+    torch._dynamo.config.accumulated_recompile_limit = 4096
+    for layer in model.layers:
+        layer.compile()
+    model.norm.compile()
 
 
 def decode(model, first: torch.Tensor, start_pos: int, steps: int, device) -> float:
@@ -89,7 +102,8 @@ def decode(model, first: torch.Tensor, start_pos: int, steps: int, device) -> fl
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        model(tok, pos)  # warm-up: Triton compiles, allocator settles
+        for _ in range(2):  # warm-up: torch.compile and Triton compile, allocator settles
+            model(tok, pos)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -165,6 +179,62 @@ def logits_error(model, device, prompt_len=1024, steps=16, cache_size=2048):
     return rows
 
 
+def kernel_sweep(model_name: str, device, bandwidth: float, context: int, out: list[str]) -> None:
+    """Time the decode attention kernel alone for each KV format at one filled context, over launch
+    shapes (BLOCK_N, num_warps, num_stages, then splits per KV head), as CUDA-graph replays; print
+    GB/s of the prefix it reads against the copy bandwidth, and the best shape per format."""
+    from triton.runtime.errors import OutOfResources
+    from triton.testing import do_bench_cudagraph
+
+    from llama.kernels import decode_attention as da
+    cfg = ARCHITECTURES[model_name]
+    hq, hkv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    rows, best = [], {}
+    formats = (("int8", da.FMT_INT8), ("int4", da.FMT_INT4), ("bf16", da.FMT_MODEL))
+    for name, fmt in formats:
+        x = torch.randn(1, hkv, context, d, device=device, dtype=torch.bfloat16)
+        kq, ks = da.quantize(x, fmt)
+        vq, vs = da.quantize(x.flip(2), fmt)
+        del x
+        q = torch.randn(1, hq, 1, d, device=device, dtype=torch.bfloat16)
+        pos = torch.tensor([context - 1], device=device)
+        ref = da.attention_reference(q, kq, vq, ks, vs, pos, fmt)
+        nbytes = sum(t.numel() * t.element_size() for t in (kq, vq, ks, vs) if t is not None)
+
+        def time_config(c):
+            try:
+                out_ = da.attention_kernel(q, kq, vq, ks, vs, pos, fmt, config=list(c))
+            except OutOfResources as e:  # a tile that needs more shared memory than the SM has
+                print(f"attention {name} config {c}: skipped ({e})", flush=True)
+                return float("inf")
+            err = ((out_.float() - ref.float()).norm() / ref.float().norm()).item()
+            if not err < 1e-2:
+                raise SystemExit(f"attention {name} config {c}: relative error {err:.2e} vs reference")
+            ms = do_bench_cudagraph(lambda: da.attention_kernel(q, kq, vq, ks, vs, pos, fmt, config=list(c)),
+                                    rep=30, return_mode="median")
+            row = dict(format=name, context=context, block_n=c[1], warps=c[2], stages=c[3], splits=c[4],
+                       us=1e3 * ms, GB_s=nbytes / ms / 1e6, of_copy=nbytes / ms / 1e6 / (bandwidth / GB))
+            rows.append(row)
+            print(row, flush=True)
+            return ms
+
+        shapes = [(16, bn, w, st, 64) for bn in (64, 128, 256) for w in (4, 8) for st in (2, 3, 4)]
+        times = {c: time_config(c) for c in shapes}
+        c0 = min(times, key=times.get)
+        for splits in (16, 32, 128, 256):
+            c = c0[:4] + (splits,)
+            times[c] = time_config(c)
+        best[name] = min(times, key=times.get)
+        torch.cuda.empty_cache()
+    show(f"decode attention kernel alone, filled context {context} (one layer: B=1, {hq} q heads, {hkv} KV heads)",
+         rows, out)
+    current = {name: da.DECODE_CONFIGS[fmt] for name, fmt in formats}
+    show("best decode launch shape per format (BLOCK_M, BLOCK_N, warps, stages, splits)",
+         [dict(format=n, best=str(c), best_GB_s=next(r["GB_s"] for r in rows if r["format"] == n and
+                                                   (16, r["block_n"], r["warps"], r["stages"], r["splits"]) == c),
+               current=str(current[n])) for n, c in best.items()], out)
+
+
 def show(title, rows, out):
     text = f"\n### {title}\n\n" + tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3g")
     print(text, flush=True)
@@ -188,6 +258,12 @@ def main(argv=None):
     p.add_argument("--prompt", type=int, default=128, help="short prompt for the sweep")
     p.add_argument("--new_tokens", type=int, default=32)
     p.add_argument("--chunk", type=int, default=8192, help="prefill chunk (tokens)")
+    p.add_argument("--compile", choices=("block", "none"), default="none",
+                   help="decode: run each block eager (default) or compiled (fused RMSNorm/RoPE/residual); either "
+                        "way the step is replayed from a CUDA graph on GPU. Compiled measured slower at 131072 "
+                        "tokens on an H200 while the attention kernel was a triton_op (docs/performance.md)")
+    p.add_argument("--kernel_sweep", type=int, nargs="?", const=131072, metavar="CONTEXT",
+                   help="time the decode attention kernel alone at this context (default 131072) and exit")
     p.add_argument("--out", default=None, help="also write the tables to this file")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -202,9 +278,16 @@ def main(argv=None):
     print(f"# {args.model} synthetic, {device} "
           f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, copy bandwidth {bandwidth / GB:.0f} GB/s",
           flush=True)
+    if args.kernel_sweep:
+        kernel_sweep(args.model, device, bandwidth, args.kernel_sweep, tables)
+        if args.out:
+            Path(args.out).write_text("\n".join(tables) + "\n")
+        return
     model = build_model(args.model, device)
+    if args.compile == "block":
+        compile_blocks(model)
 
-    for weights in args.weights.split(","):
+    for weights in [w for w in args.weights.split(",") if w]:
         if weights == "int4wo-64":
             t0 = time.perf_counter()
             techniques.apply(model, "int4wo-64", device, torch.bfloat16)
@@ -237,6 +320,8 @@ def main(argv=None):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         model = build_model(args.model, device)
+        if args.compile == "block":
+            compile_blocks(model)
         if args.long_weights == "int4wo-64":
             techniques.apply(model, "int4wo-64", device, torch.bfloat16)
         wbytes = weight_bytes_per_step(model, 1)

@@ -1,6 +1,6 @@
 """The generate benchmark, gpt-fast style: prefill, then one compiled decode step per token.
 
-    python -m llama.generate --checkpoint DIR --technique int4wo-64+kv-int8 --out run.json --compile
+    python -m llama.generate --checkpoint DIR --technique int4wo-64+kv-int8 --out run.json --compile block
 
 Writes ONE result JSON (schema: GENERATE_FIELDS in llama/results.py) and prints a summary.
 Out-of-memory and unsupported techniques are results (status oom / unsupported, exit 0) so a
@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -41,6 +42,7 @@ from llama.model import Transformer
 # configs would otherwise switch on for quantized runs only (llama/techniques.py turns that off).
 INDUCTOR_CONFIG = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True,
                    "force_fuse_int_mm_with_mul": True, "fx_graph_cache": True, "triton.unique_kernel_names": True}
+COMPILE_MODES = ("none", "full", "block")  # Settings.compile: see --compile's help
 CACHE_ROUNDING = 128  # default cache_size is rounded up to this, so nearby prompt lengths share a compiled graph
 
 
@@ -57,8 +59,12 @@ class Settings:
     cache_size: Optional[int] = None
     temperature: float = 0.8
     top_k: Optional[int] = 200
-    compile: bool = False
+    compile: str = "none"  # one of COMPILE_MODES
     compile_prefill: bool = False
+
+    def __post_init__(self):
+        if self.compile not in COMPILE_MODES:  # e.g. the old compile=True, which would decode eagerly
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, not {self.compile!r}")
 
 
 # ----------------------------------------------------------------------------- sampling and steps
@@ -81,33 +87,96 @@ def prefill(model: Transformer, tokens: Tensor, input_pos: Tensor, temperature: 
     return sample(model(tokens, input_pos)[:, -1], temperature, top_k)
 
 
+# Uncompiled prefill. "force_eager" also keeps it out of --compile block's compiled blocks, which
+# would otherwise compile again for the prompt's shape.
+eager_prefill = torch.compiler.set_stance("force_eager")(prefill)
+
+
 def decode_one_token(model: Transformer, token: Tensor, input_pos: Tensor, temperature: float,
                      top_k: Optional[int]) -> Tensor:
     return sample(model(token, input_pos)[:, -1], temperature, top_k)
 
 
+def decode_loop(model: Transformer, decode_fn: Callable, temperature: float, top_k: Optional[int],
+                token: Tensor, prompt_len: int, steps: int) -> Tensor:
+    """--compile none / full: one decode_fn call per token. `token` (B, 1) sits at position
+    prompt_len; returns it and the `steps` tokens after it, (B, steps + 1)."""
+    input_pos = torch.full((1,), prompt_len, device=token.device)
+    new_tokens = [token]
+    for _ in range(steps):
+        # clone: under CUDA graphs the step's output buffer is overwritten by the next replay.
+        token = decode_fn(model, token, input_pos, temperature, top_k).clone()
+        input_pos += 1
+        new_tokens.append(token)
+    return torch.cat(new_tokens, dim=1)
+
+
+class GraphedDecode:
+    """--compile block: each TransformerBlock compiled once with mode "default" (one compiled block
+    serves every layer, so warm-up takes seconds, not the minutes of compiling the whole step with
+    reduce-overhead), model.norm compiled too, and on CUDA the whole decode step -- all blocks, the
+    head, sampling, writing the token, position += 1 -- captured in ONE CUDA graph on the first call
+    and replayed per token, with no host work between tokens. On CPU the step runs in a Python loop.
+    Build it after model.setup_caches(); compile_blocks=False keeps the blocks eager (the graph stays)."""
+
+    def __init__(self, model: Transformer, temperature: float, top_k: Optional[int], compile_blocks: bool = True):
+        self.model, self.temperature, self.top_k, self.graph = model, temperature, top_k, None
+        if compile_blocks:
+            for layer in model.layers:
+                layer.compile()
+            model.norm.compile()
+        device = model.tok_embeddings.weight.device
+        self.token = torch.zeros(model.max_batch_size, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.out = torch.zeros(model.max_batch_size, model.cache_size, dtype=torch.long, device=device)  # by position
+
+    def _step(self) -> None:
+        # Device-only: the next token, its slot in `out` and the position move on inside the graph.
+        token = decode_one_token(self.model, self.token, self.pos, self.temperature, self.top_k)
+        self.out.index_copy_(1, self.pos + 1, token)
+        self.token.copy_(token)
+        self.pos.add_(1)
+
+    def _capture(self, token: Tensor, prompt_len: int) -> None:
+        with torch.cuda.device(token.device):
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # compile, autotune and initialize libraries outside the capture
+                    self.token.copy_(token)
+                    self.pos.fill_(prompt_len)  # the same cache slot each time: none past the cache
+                    self._step()
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._step()
+
+    def decode(self, token: Tensor, prompt_len: int, steps: int) -> Tensor:
+        """`token` (B, 1) sits at position prompt_len; returns it and the `steps` tokens after it."""
+        if token.is_cuda and self.graph is None:
+            self._capture(token, prompt_len)
+        self.token.copy_(token)
+        self.pos.fill_(prompt_len)
+        for _ in range(steps):
+            self.graph.replay() if self.graph is not None else self._step()
+        return torch.cat([token, self.out[:, prompt_len + 1:prompt_len + 1 + steps]], dim=1)
+
+
 def generate_once(model: Transformer, prompt: Tensor, settings: Settings, prefill_fn: Callable,
-                  decode_fn: Callable, sync: Callable[[], None]) -> tuple[Tensor, float, float]:
+                  decode: Callable[[Tensor, int, int], Tensor], sync: Callable[[], None]) -> tuple[Tensor, float, float]:
     """One sample. Returns (tokens (B, max_new_tokens), ttft seconds, decode seconds).
-    Syncs only around the timed regions; the decode loop never waits on the device."""
-    device = prompt.device
+    Syncs only around the timed regions; decode never waits on the device."""
     prompt_len = prompt.shape[1]
-    prompt_pos = torch.arange(prompt_len, device=device)
-    input_pos = torch.tensor([prompt_len], device=device)
+    prompt_pos = torch.arange(prompt_len, device=prompt.device)
     sync()
     start = time.perf_counter()
     token = prefill_fn(model, prompt, prompt_pos, settings.temperature, settings.top_k)
     sync()
     first = time.perf_counter()
-    new_tokens = [token]
-    for _ in range(settings.max_new_tokens - 1):
-        # clone: under CUDA graphs the step's output buffer is overwritten by the next replay.
-        token = decode_fn(model, token, input_pos, settings.temperature, settings.top_k).clone()
-        input_pos += 1
-        new_tokens.append(token)
+    tokens = decode(token, prompt_len, settings.max_new_tokens - 1)
     sync()
     end = time.perf_counter()
-    return torch.cat(new_tokens, dim=1), first - start, end - first
+    return tokens, first - start, end - first
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -226,22 +295,27 @@ def benchmark(model: Transformer, prompt: Tensor, settings: Settings,
     contexts = range(prompt_len + 1, prompt_len + 1 + decode_steps)  # context the i-th decode step attends
     kv_read_per_step = sum(map(kv_read, contexts)) / decode_steps if decode_steps else 0
 
-    prefill_fn, decode_fn = prefill, decode_one_token
-    if settings.compile:
-        decode_fn = torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
-    if settings.compile_prefill:
-        prefill_fn = torch.compile(prefill, fullgraph=True, dynamic=True)
+    prefill_fn = torch.compile(prefill, fullgraph=True, dynamic=True) if settings.compile_prefill else eager_prefill
+    if settings.compile == "block":
+        decode = GraphedDecode(model, settings.temperature, settings.top_k).decode
+    else:
+        decode_fn = (torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
+                     if settings.compile == "full" else decode_one_token)
+        decode = partial(decode_loop, model, decode_fn, settings.temperature, settings.top_k)
     sync = lambda: _sync(device)  # noqa: E731
 
-    with torch.no_grad(), torch._inductor.config.patch(INDUCTOR_CONFIG):
+    # recompile_limit: --compile block's one compiled block serves every layer; should guards ever
+    # tell layers apart, it recompiles per layer instead of falling back to eager after the default 8.
+    with (torch.no_grad(), torch._inductor.config.patch(INDUCTOR_CONFIG),
+          torch._dynamo.config.patch(recompile_limit=max(64, len(model.layers)))):
         start = time.perf_counter()
         for _ in range(settings.warmup):
-            generate_once(model, prompt, settings, prefill_fn, decode_fn, sync)
+            generate_once(model, prompt, settings, prefill_fn, decode, sync)
         warmup_s = time.perf_counter() - start
         ttft, decode_s = [], []
         with PeakMemory(device) as memory:
             for _ in range(settings.num_samples):
-                _, first, rest = generate_once(model, prompt, settings, prefill_fn, decode_fn, sync)
+                _, first, rest = generate_once(model, prompt, settings, prefill_fn, decode, sync)
                 ttft.append(first)
                 decode_s.append(rest)
 
@@ -279,7 +353,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (model.pth, tokenizer.model, meta.json)")
     p.add_argument("--technique", default="none", help="spec such as int4wo-64+kv-int8+linear-mask (python -m llama.techniques)")
     p.add_argument("--out", required=True, help="result JSON path")
-    p.add_argument("--compile", action="store_true", help='torch.compile the decode step (mode="reduce-overhead", fullgraph)')
+    p.add_argument("--compile", nargs="?", const="full", default="none", choices=COMPILE_MODES,
+                   help='decode: none = eager; full (the bare flag) = the whole decode step compiled with '
+                        'mode="reduce-overhead", fullgraph (minutes of warm-up); block = each TransformerBlock '
+                        'compiled, the whole step captured in one CUDA graph (seconds of warm-up)')
     p.add_argument("--compile_prefill", action="store_true", help="torch.compile prefill (dynamic shapes)")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--max_new_tokens", type=int, default=200)
@@ -369,7 +446,7 @@ def summary(r: dict) -> str:
     if r["status"] != "ok":
         return f"{head}: {r['status']}: {r['reason']}"
     return "\n".join([
-        head + (" compiled" if r["compile"] else "") + (" (prefill too)" if r["compile_prefill"] else ""),
+        head + f", decode compile {r['compile']}" + (", prefill compiled" if r["compile_prefill"] else ""),
         f"  decode   {r['decode_tok_s_median']:.2f} tok/s (min {r['decode_tok_s_min']:.2f}, max {r['decode_tok_s_max']:.2f}, "
         f"cv {r['decode_tok_s_cv']:.1%}); end-to-end {r['tok_s_median']:.2f} tok/s; TTFT {r['ttft_s_median'] * 1e3:.1f} ms",
         f"  warm-up  {r['warmup_s']:.1f} s",

@@ -8,6 +8,11 @@ A slot is an exclusive `fcntl.flock` on `<lock dir>/gpu-<id>.lock`. exec keeps t
 file open in CMD, and the kernel drops the lock when CMD's process dies, however it dies
 (exit, crash, OOM kill), so a failed job frees its GPU for the next one.
 
+The job also gets its own share of the host's CPUs: with n GPUs, slot i's job is bound
+(sched_setaffinity) to the i-th of n equal slices of the CPUs this process may use, and
+OMP_NUM_THREADS / MKL_NUM_THREADS are set to the slice size unless the caller set them. Without
+that, each of K jobs starts one torch thread per core, and K busy jobs oversubscribe the host.
+
 Nothing is pinned, and CMD runs unchanged, when
 - SLURM_JOB_ID is set: the scheduler already gave the job its own GPU;
 - no GPU is visible: a CPU-only host runs the GPU rules on CPU.
@@ -129,6 +134,15 @@ def acquire_gpu(gpus: list[str], locks: Path) -> tuple[str, int]:
         time.sleep(POLL_S)
 
 
+def cpu_share(gpu: str, gpus: list[str], cpus: list[int]) -> list[int]:
+    """The slice of `cpus` that the job on `gpu` gets: slot i of n takes the i-th of n equal,
+    disjoint slices (the last one takes the remainder); at least one CPU each."""
+    n, i = len(gpus), gpus.index(gpu)
+    size = max(1, len(cpus) // n)
+    start = min(i * size, len(cpus) - size)
+    return cpus[start:] if i == n - 1 and start + size < len(cpus) else cpus[start:start + size]
+
+
 def run(cmd: list[str]) -> None:
     """Exec cmd pinned to one free GPU (or unchanged under SLURM / without GPUs). Never returns."""
     if not cmd:
@@ -138,6 +152,10 @@ def run(cmd: list[str]) -> None:
         gpu, fd = acquire_gpu(gpus, lock_dir())
         os.set_inheritable(fd, True)  # the lock must live exactly as long as cmd
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        cpus = cpu_share(gpu, gpus, sorted(os.sched_getaffinity(0)))
+        os.sched_setaffinity(0, cpus)  # inherited through exec
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(len(cpus)))
     try:
         os.execvp(cmd[0], cmd)
     except OSError as e:

@@ -9,7 +9,7 @@ are permuted into it on conversion (llama/checkpoint.py).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch

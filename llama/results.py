@@ -43,7 +43,8 @@ COMMON_FIELDS = {
 
 # generate: speed and memory. Rates are over the samples after warm-up.
 GENERATE_FIELDS = {
-    "compile": "torch.compile on the decode step",
+    "compile": "decode compile mode: 'none' (eager), 'full' (the whole step, reduce-overhead) or 'block' "
+               "(each block compiled, the step in one CUDA graph); older results hold true/false",
     "compile_prefill": "torch.compile on prefill",
     "batch_size": "sequences decoded together",
     "prompt_tokens": "prompt length in tokens (prefill size)",
@@ -120,7 +121,9 @@ def environment(device: str | None = None) -> dict[str, Any]:
             env.update(zip(["driver", "clock_sm", "clock_mem", "clock_sm_max", "power_draw", "temperature", "pci_bus_id"], vals))
     else:
         env["device_name"] = platform.processor() or platform.machine()
-        env["cpu_threads"] = torch.get_num_threads()
+    # The host CPUs this job may use (llama.gpus gives each GPU job its own slice) and torch's threads.
+    env["cpu_affinity"] = len(os.sched_getaffinity(0))
+    env["cpu_threads"] = torch.get_num_threads()
     return env
 
 

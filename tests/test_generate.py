@@ -1,11 +1,14 @@
 """The generate benchmark: its numbers, its JSON, and its statuses (ok / oom / unsupported, exit 2)."""
 import json
 import statistics
+from functools import partial
 
 import pytest
 import torch
 
 from llama import generate, results, techniques
+from torch._dynamo.utils import counters
+
 from llama.model import ARCHITECTURES, Int8KVCache, Transformer
 
 FAST = ["--max_new_tokens", "6", "--num_samples", "2", "--warmup", "1"]
@@ -105,8 +108,49 @@ def test_generate_json_has_every_field(tmp_path, tiny_checkpoint, capsys):
 
 def test_compiled_cpu_run(tmp_path, tiny_checkpoint):
     code, r = run(tmp_path, tiny_checkpoint, "--compile", "--compile_prefill", "--temperature", "0", *FAST)
-    assert code == 0 and r["status"] == "ok" and r["compile"] is True and r["compile_prefill"] is True
+    assert code == 0 and r["status"] == "ok" and r["compile"] == "full" and r["compile_prefill"] is True
     assert r["prompt_tokens"] > 1 and r["decode_tok_s_median"] > 0
+
+
+def test_compile_flag_takes_a_mode(capsys):
+    required = ["--checkpoint", "ckpt", "--out", "run.json"]
+    assert generate.parse_args(required).compile == "none"
+    assert generate.parse_args([*required, "--compile"]).compile == "full"  # the bare flag, as before
+    assert generate.parse_args([*required, "--compile", "--compile_prefill"]).compile == "full"
+    assert generate.parse_args([*required, "--compile", "block"]).compile == "block"
+    with pytest.raises(SystemExit):
+        generate.parse_args([*required, "--compile", "bogus"])
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="compile must be one of"):
+        generate.Settings(compile=True)
+
+
+def test_block_decode_compiles_one_block_and_matches_eager_greedy():
+    # float32: in bf16 any compiled decode (full as much as block) can flip a near-tie against eager.
+    torch.manual_seed(0)
+    model = Transformer(ARCHITECTURES["tiny"]).eval()
+    model.setup_caches(1, 64)
+    settings = generate.Settings(max_new_tokens=8, temperature=0)
+    eager = partial(generate.decode_loop, model, generate.decode_one_token, 0, None)
+    prompts = [torch.randint(0, 1024, (1, n)) for n in (5, 9)]
+    no_sync = lambda: None  # noqa: E731
+    with torch.no_grad():
+        want = [generate.generate_once(model, p, settings, generate.eager_prefill, eager, no_sync)[0] for p in prompts]
+        torch._dynamo.reset()
+        graphs = counters["stats"]["unique_graphs"]
+        block = generate.GraphedDecode(model, 0, None)
+        got = [generate.generate_once(model, p, settings, generate.eager_prefill, block.decode, no_sync)[0]
+               for p in prompts]
+    assert all(torch.equal(g, w) for g, w in zip(got, want)), (got, want)
+    # One compiled block serves all 4 layers, plus the norm; prefill (a new shape per prompt) compiles nothing.
+    assert counters["stats"]["unique_graphs"] - graphs == 2
+
+
+def test_block_compiled_cpu_run(tmp_path, tiny_checkpoint, capsys):
+    code, r = run(tmp_path, tiny_checkpoint, "--compile", "block", *FAST)  # sampling (temperature 0.8) compiled too
+    assert code == 0 and r["status"] == "ok" and r["compile"] == "block" and r["compile_prefill"] is False
+    assert r["decode_tok_s_median"] > 0 and r["warmup_s"] > 0
+    assert "decode compile block" in capsys.readouterr().out
 
 
 def test_oom_is_a_result(tmp_path, tiny_checkpoint):

@@ -17,6 +17,7 @@ HOLD = """
 import os, sys, time
 from pathlib import Path
 out, release = Path(sys.argv[1]), Path(sys.argv[2])
+Path(str(out) + ".cpus").write_text(",".join(map(str, sorted(os.sched_getaffinity(0)))))  # before `out`: tests wait on it
 out.write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
 while not release.exists():
     time.sleep(0.05)
@@ -63,6 +64,31 @@ def test_concurrent_jobs_get_distinct_gpus(env, tmp_path):
         assert sorted(wait_for(outs)) == ["0", "1", "2"]
     finally:
         finish(jobs, release)
+
+
+def test_cpu_share_slices_are_disjoint_and_cover_the_host():
+    cpus = list(range(7))
+    shares = [gpus.cpu_share(g, ["a", "b", "c"], cpus) for g in ("a", "b", "c")]
+    assert shares == [[0, 1], [2, 3], [4, 5, 6]]
+    assert gpus.cpu_share("b", ["a", "b", "c"], [0]) == [0]  # fewer CPUs than GPUs: share, never none
+    assert gpus.cpu_share("0", ["0"], cpus) == cpus
+
+
+def test_concurrent_jobs_get_disjoint_cpus(env, tmp_path):
+    host = sorted(os.sched_getaffinity(0))
+    if len(host) < 2:
+        pytest.skip("needs 2 CPUs")
+    env[gpus.FAKE_GPUS_ENV] = "0,1"
+    release = tmp_path / "release"
+    outs = [tmp_path / f"job{i}" for i in range(2)]
+    jobs = [start_job(env, out, release) for out in outs]
+    try:
+        got = dict(zip(wait_for(outs), [Path(f"{o}.cpus").read_text() for o in outs]))
+    finally:
+        finish(jobs, release)
+    shares = {gpu: set(map(int, cpus.split(","))) for gpu, cpus in got.items()}
+    assert sorted(shares) == ["0", "1"]
+    assert not shares["0"] & shares["1"] and shares["0"] | shares["1"] == set(host)
 
 
 def test_killed_job_frees_its_gpu(env, tmp_path):

@@ -120,20 +120,80 @@ def test_rowwise_kernel_matches_reference(monkeypatch, wdtype, rows, n, k, confi
     assert rel_err(y.cpu(), ref) < 1e-2  # bf16 output rounding is ~4e-3
 
 
+def _only_int4_kernel(monkeypatch, kernel):
+    """Take the other int4 kernel away, so a test of one kernel fails if the other one ran."""
+    monkeypatch.setattr(gemv, "_int4_gemv_v2_kernel" if kernel == 1 else "_int4_gemv_kernel", None)
+
+
 @needs_kernels
+@pytest.mark.parametrize("kernel", [1, 2])
 @pytest.mark.parametrize("group", [32, 128])
 @pytest.mark.parametrize("rows,n,k,config", [(1, 200, 512, [16, 256, 4]), (2, 72, 768, [8, 512, 2]), (1, 40, 1024, None), (1, 24, 384, None)])
-def test_int4_kernel_matches_reference(monkeypatch, group, rows, n, k, config):
+def test_int4_kernel_matches_reference(monkeypatch, kernel, group, rows, n, k, config):
     torch.manual_seed(n + k + group)
     w = random_weight(n, k, seed=k + group)
     packed, scale, zero = quantize_int4(w, group)
     x = torch.randn(rows, k).to(torch.bfloat16)
     ref = x.float() @ dequantize_int4(packed, scale, zero).float().T
     _poisoned_out(monkeypatch)
+    _only_int4_kernel(monkeypatch, kernel)
+    if config is None:  # the module-level choice picks the kernel
+        monkeypatch.setitem(gemv.GEMV_CONFIGS, "int4", gemv.GEMV_CONFIGS["int4"][:3] + (kernel,))
+    dev = KERNEL_DEVICE
+    y = gemv.int4_gemv(x.to(dev), packed.to(dev), scale.to(dev), zero.to(dev),
+                       config=None if config is None else config + [kernel])
+    assert y.shape == (rows, n) and y.dtype == torch.bfloat16 and not y.isnan().any()
+    assert rel_err(y.cpu(), ref) < 1e-2
+
+
+def exact_dequantize_int4(packed, scale, zero):
+    """q * scale + zero in float32, not rounded to the model dtype as dequantize_int4 is: what the kernels compute."""
+    n = packed.shape[0]
+    codes = torch.stack([packed & 0xF, packed >> 4], dim=-1).view(n, scale.shape[1], -1).float()
+    return (codes * scale.float()[..., None] + zero.float()[..., None]).view(n, -1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("group", [32, 64, 128, 256])
+@pytest.mark.parametrize("rows,n,k,config", [(1, 40, 512, [16, 256, 4, 2]), (2, 70, 768, [8, 512, 2, 2]),
+                                             (3, 24, 1280, [4, 4096, 1, 2]), (4, 36, 256, [8, 128, 4, 2])])
+def test_int4_v2_kernel_is_exact_in_float32(monkeypatch, group, rows, n, k, config):
+    # float32 x and output, against the float32 dequantized weight: only summation order differs, so
+    # a wrong nibble, group or scale shows as O(1) error. x spans 1e-3..1e3 (the rescaling by powers
+    # of two must be exact across magnitudes). N is not a multiple of BLOCK_N; K = 768 and 1280 are
+    # not multiples of the requested BLOCK_K, which shrinks to a power of two dividing K.
+    torch.manual_seed(n + k + group)
+    packed, scale, zero = quantize_int4(random_weight(n, k, seed=k + group), group)
+    x = torch.randn(rows, k) * 10 ** torch.empty(rows, k).uniform_(-3, 3)
+    ref = x.double() @ exact_dequantize_int4(packed, scale, zero).double().T
+    _poisoned_out(monkeypatch)
+    _only_int4_kernel(monkeypatch, 2)
     dev = KERNEL_DEVICE
     y = gemv.int4_gemv(x.to(dev), packed.to(dev), scale.to(dev), zero.to(dev), config=config)
-    assert y.shape == (rows, n) and not y.isnan().any()
-    assert rel_err(y.cpu(), ref) < 1e-2
+    assert y.shape == (rows, n) and y.dtype == torch.float32
+    assert rel_err(y.cpu(), ref) < 1e-5
+
+
+@needs_kernels
+def test_int4_v2_falls_back_to_v1_where_words_do_not_fit(monkeypatch):
+    # Groups of 4 split a 32-bit word, and packed bytes at an odd offset can't be read as int32.
+    _only_int4_kernel(monkeypatch, 1)
+    x = torch.randn(2, 64)
+    dev = KERNEL_DEVICE
+    for group, offset in [(4, 0), (32, 1)]:
+        packed, scale, zero = quantize_int4(random_weight(24, 64, seed=group), group)
+        shifted = torch.empty(packed.numel() + offset, dtype=torch.uint8, device=dev)[offset:].view(packed.shape)
+        shifted.copy_(packed)
+        y = gemv.int4_gemv(x.to(dev), shifted, scale.to(dev), zero.to(dev), config=[8, 64, 4, 2])
+        assert rel_err(y.cpu(), x @ exact_dequantize_int4(packed, scale, zero).T) < 1e-5
+
+
+@needs_kernels
+def test_int4_rejects_unknown_kernel():
+    packed, scale, zero = quantize_int4(random_weight(8, 64), 32)
+    with pytest.raises(ValueError, match="kernel must be 1 or 2"):
+        gemv.int4_gemv(torch.randn(1, 64).to(KERNEL_DEVICE), packed.to(KERNEL_DEVICE), scale.to(KERNEL_DEVICE),
+                       zero.to(KERNEL_DEVICE), config=[8, 64, 4, 3])
 
 
 @pytest.mark.parametrize("spec,cls", [("int8wo-triton", RowwiseLinear), ("int4wo-triton-64", Int4Linear),

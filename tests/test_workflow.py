@@ -89,6 +89,8 @@ def jobs_run(log: str) -> list[str]:
     ({"generate": {"cache_sizes": [8192]}}, "tiny: cache size 8192 > the model's max_seq_len 4096"),
     ({"generate": {"cache_sizes": [16]}}, "tiny: cache size 16 < prompt (default: 32 tokens) + max_new_tokens 16"),
     ({"models": ["tiny-llama7"]}, "models: 'tiny-llama7' has no registered shape to synthesize"),
+    ({"generate": {"compile": "fast"}},
+     "config key 'generate.compile': 'fast' is not allowed; allowed values: [False, True, 'none', 'full', 'block']"),
 ])
 def test_bad_config_stops_before_any_job(override, expected, tmp_path):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -99,6 +101,15 @@ def test_bad_config_stops_before_any_job(override, expected, tmp_path):
     assert out.returncode != 0
     assert expected in out.stderr + out.stdout
     assert "rule generate" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("value, flag", [(True, "--compile full"), ("block", "--compile block")])
+def test_compile_config_is_a_mode(value, flag, tmp_path):
+    # true is the older spelling of "full"; every generate job gets the mode.
+    config = write_config(tmp_path / "config.yaml", generate={"compile": value})
+    out = snakemake(REPO, "-n", "-p", "--configfile", str(config), timeout=300)
+    commands = [line for line in out.stdout.splitlines() if "python -m llama.generate" in line]
+    assert commands and all(flag in line for line in commands)
 
 
 def test_lint_is_clean():

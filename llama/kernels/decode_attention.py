@@ -36,7 +36,20 @@ FMT_MODEL, FMT_INT8, FMT_FP8, FMT_INT4 = 0, 1, 2, 3
 INT4_GROUP = 32
 # Triton's CPU interpreter (TRITON_INTERPRET=1, used by the CPU tests) gets bf16 tl.dot wrong: use fp32 there.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-DECODE_SPLITS = 64  # split-K programs per (batch, kv head) in decode: 8 kv heads x 64 = 512 programs, ~4 per SM
+# The dtype of the kernel's tl.dot inputs (accumulation is fp32 throughout): 0 bf16, 1 fp16, 2 fp32.
+# Dequantized K/V go to the dot in the model's dtype. (fp16 dots for quantized K/V, one convert per
+# value instead of two, measured no faster at a 131072-token context on an H200.)
+DOT_BF16, DOT_FP16, DOT_FP32 = 0, 1, 2
+# Launch shapes (BLOCK_M query rows, BLOCK_N cache slots per tile, num_warps, num_stages, splits
+# per KV head). Decode is one query row per head group, so its tile is (16, BLOCK_N) and the cache
+# is cut into `splits` chunks per KV head (8 KV heads x 32 = 256 programs, ~2 per SM on an H100/H200)
+# merged by a combine kernel; prefill runs one program per BLOCK_M rows over the whole prefix.
+# Decode shapes per format: the fastest at a 131072-token context on an H200
+# (benchmarks/long_context.py --kernel_sweep, docs/performance.md).
+DECODE_CONFIGS = {FMT_MODEL: (16, 64, 4, 2, 64), FMT_INT8: (16, 128, 4, 3, 32), FMT_FP8: (16, 128, 4, 3, 32),
+                  FMT_INT4: (16, 128, 4, 2, 32)}
+PREFILL_CONFIG = (128, 64, 8, 3, 1)
+DECODE_MAX_ROWS = 16  # query rows (tokens x heads per KV head) up to which a call counts as decode
 
 
 # ----------------------------------------------------------------------------- quantize / dequantize (torch)
@@ -112,8 +125,10 @@ if triton is not None:
                           T, n_rows_total, sm_scale_log2,
                           HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr,
                           GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          NUM_SPLITS: tl.constexpr, DOT_DTYPE: tl.constexpr):
+                          NUM_SPLITS: tl.constexpr, DOT: tl.constexpr):
         HALF: tl.constexpr = D // 2
+        DOT_DTYPE: tl.constexpr = tl.bfloat16 if DOT == 0 else (tl.float16 if DOT == 1 else tl.float32)
+        qk_scale = tl.cast(sm_scale_log2, tl.float32)  # under torch.compile a Python float arrives as fp64
         pid_m, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         b, hkv = pid_bh // HKV, pid_bh % HKV
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -146,7 +161,7 @@ if triton is not None:
             s = tl.dot(q_lo, tl.trans(k_lo)) + tl.dot(q_hi, tl.trans(k_hi))
             if FMT == 1 or FMT == 2:
                 s = s * tl.load(ks_base + slots * stride_sn).to(tl.float32)[None, :]
-            s = tl.where(n_ok[None, :] & (offs_n[None, :] <= pos[:, None]), s * sm_scale_log2, float("-inf"))
+            s = tl.where(n_ok[None, :] & (offs_n[None, :] <= pos[:, None]), s * qk_scale, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
@@ -187,41 +202,65 @@ if triton is not None:
         tl.store(OUT + b * stride_ob + t * stride_ot + head * stride_oh + d, out.to(OUT.dtype.element_ty))
 
 
-def attention_kernel(q: Tensor, k: Tensor, v: Tensor, k_scale, v_scale, input_pos: Tensor, fmt: int,
-                     num_splits: int | None = None) -> Tensor:
-    """Triton path. q: (B, Hq, T, D) any strides with contiguous D; k/v: (B, Hkv, S, D or D/2)
-    contiguous; scales (B, Hkv, S, n_groups) or None; input_pos: (T,) device tensor. Returns
-    (B, Hq, T, D) as a transposed view of a contiguous (B, T, Hq, D) tensor (what wo wants)."""
-    if triton is None:
+    def dot_kind(dtype: torch.dtype) -> int:
+        return DOT_BF16 if dtype == torch.bfloat16 and not INTERPRET else (DOT_FP16 if dtype == torch.float16 else DOT_FP32)
+
+    # An opaque custom op, not a triton_op: torch.compile (fullgraph too) calls it as one extern
+    # kernel and CUDA graphs capture it, and nothing traces into the kernel. As a triton_op, decode
+    # compiled with the kernel inside ran at half the speed of eager decode at a 131072-token
+    # context on an H200 (docs/performance.md), as if the whole cache were copied every step.
+    @torch.library.custom_op("llama::prefix_attention", mutates_args=())
+    def _prefix_attention(q: Tensor, k: Tensor, v: Tensor, k_scale: Tensor | None, v_scale: Tensor | None,
+                          input_pos: Tensor, fmt: int, num_splits: int | None = None,
+                          config: list[int] | None = None) -> Tensor:
+        B, Hq, T, D = q.shape
+        Hkv = k.shape[1]
+        G = Hq // Hkv
+        rows = T * G
+        decode = rows <= DECODE_MAX_ROWS
+        block_m, block_n, warps, stages, splits = config or (DECODE_CONFIGS[fmt] if decode else PREFILL_CONFIG)
+        splits = num_splits or splits
+        out = torch.empty(B, T, Hq, D, dtype=q.dtype, device=q.device)
+        ks = k_scale if k_scale is not None else k  # unused when fmt == FMT_MODEL
+        vs = v_scale if v_scale is not None else v
+        n_rows_total = B * Hkv * rows
+        part_acc = part_lse = torch.empty(1, device=q.device)  # unused when splits == 1 (never alias `out`)
+        if splits > 1:
+            part_acc = torch.empty(splits, n_rows_total, D, dtype=torch.float32, device=q.device)
+            part_lse = torch.empty(splits, n_rows_total, dtype=torch.float32, device=q.device)
+        group = INT4_GROUP if fmt == FMT_INT4 else D
+        grid = (triton.cdiv(rows, block_m), B * Hkv, splits)
+        _attention_kernel[grid](
+            q, k, v, ks, vs, input_pos, out, part_acc, part_lse,
+            q.stride(0), q.stride(1), q.stride(2),
+            k.stride(0), k.stride(1), k.stride(2),
+            ks.stride(0), ks.stride(1), ks.stride(2),
+            out.stride(0), out.stride(1), out.stride(2),
+            T, n_rows_total, math.log2(math.e) / math.sqrt(D),
+            HKV=Hkv, G=G, D=D, FMT=fmt, GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
+            DOT=dot_kind(q.dtype), num_warps=warps, num_stages=stages)
+        if splits > 1:
+            _combine_kernel[(n_rows_total,)](part_acc, part_lse, out, n_rows_total, T,
+                                             out.stride(0), out.stride(1), out.stride(2),
+                                             HKV=Hkv, G=G, D=D, NUM_SPLITS=splits, num_warps=4)
+        return out
+
+    @_prefix_attention.register_fake
+    def _(q, k, v, k_scale, v_scale, input_pos, fmt, num_splits=None, config=None):
+        B, Hq, T, D = q.shape
+        return q.new_empty(B, T, Hq, D)
+
+    def attention_kernel(q: Tensor, k: Tensor, v: Tensor, k_scale: Tensor | None, v_scale: Tensor | None,
+                         input_pos: Tensor, fmt: int, num_splits: int | None = None,
+                         config: list[int] | None = None) -> Tensor:
+        """Triton path. q: (B, Hq, T, D) any strides with contiguous D; k/v: (B, Hkv, S, D or D/2)
+        contiguous; scales (B, Hkv, S, n_groups) or None; input_pos: (T,) device tensor. Returns
+        (B, Hq, T, D) as a transposed view of a contiguous (B, T, Hq, D) tensor (what wo wants).
+        config overrides DECODE_CONFIGS[fmt] / PREFILL_CONFIG (the sweep uses it)."""
+        return _prefix_attention(q, k, v, k_scale, v_scale, input_pos, fmt, num_splits, config).transpose(1, 2)
+
+
+else:
+
+    def attention_kernel(*args, **kwargs) -> Tensor:
         raise RuntimeError("the fused KV-cache attention needs triton (pip install triton), or run on CPU")
-    B, Hq, T, D = q.shape
-    Hkv = k.shape[1]
-    G = Hq // Hkv
-    rows = T * G
-    decode = rows <= 16
-    block_m, block_n, warps = (16, 64, 4) if decode else (128, 64, 8)
-    splits = (num_splits or DECODE_SPLITS) if decode else (num_splits or 1)
-    out = torch.empty(B, T, Hq, D, dtype=q.dtype, device=q.device)
-    ks = k_scale if k_scale is not None else k  # unused when fmt == FMT_MODEL
-    vs = v_scale if v_scale is not None else v
-    n_rows_total = B * Hkv * rows
-    part_acc = part_lse = torch.empty(1, device=q.device)  # unused when splits == 1 (never alias `out`)
-    if splits > 1:
-        part_acc = torch.empty(splits, n_rows_total, D, dtype=torch.float32, device=q.device)
-        part_lse = torch.empty(splits, n_rows_total, dtype=torch.float32, device=q.device)
-    group = INT4_GROUP if fmt == FMT_INT4 else D
-    grid = (triton.cdiv(rows, block_m), B * Hkv, splits)
-    _attention_kernel[grid](
-        q, k, v, ks, vs, input_pos, out, part_acc, part_lse,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        ks.stride(0), ks.stride(1), ks.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        T, n_rows_total, math.log2(math.e) / math.sqrt(D),
-        HKV=Hkv, G=G, D=D, FMT=fmt, GROUP=group, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
-        DOT_DTYPE=tl.float32 if INTERPRET else tl.bfloat16, num_warps=warps)
-    if splits > 1:
-        _combine_kernel[(n_rows_total,)](part_acc, part_lse, out, n_rows_total, T,
-                                         out.stride(0), out.stride(1), out.stride(2),
-                                         HKV=Hkv, G=G, D=D, NUM_SPLITS=splits, num_warps=4)
-    return out.transpose(1, 2)

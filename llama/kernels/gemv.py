@@ -14,6 +14,8 @@ Layouts (N outputs, K inputs):
 - rowwise: `qweight` (N, K) int8 or float8_e4m3fn, `scale` (N,) float32; w = q * scale.
 - int4: `qweight` (N, K // 2) uint8, input 2j in the low nibble and 2j + 1 in the high one;
   `scale` and `zero` (N, K // group_size) in the model dtype; w = q * scale + zero, q in 0..15.
+  Two kernels read it: v1 unpacks bytes; v2 reads the same bytes as int32 words (little-endian, so
+  word j holds inputs 8j..8j+7, input 8j + i in bits 4i..4i+3) and spends fewer instructions per byte.
 """
 from __future__ import annotations
 
@@ -84,10 +86,15 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- kernels
-# Launch shapes (BLOCK_N, BLOCK_K, num_warps) per weight kind: the best on Llama-3.1-8B's output
-# projection (128256 x 4096) in a sweep on an H200 (benchmarks/decode_roofline.py --sweep). BLOCK_K
-# counts inputs. Matrices with fewer than MIN_PROGRAMS blocks of rows get narrower blocks.
-GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (16, 512, 8), "float8_e4m3fn": (16, 512, 8), "int4": (16, 2048, 4)}
+# Launch shapes (BLOCK_N, BLOCK_K, num_warps) per weight kind: the fastest over all linears of one
+# Llama-3.1-8B decode token on an H200 (`python benchmarks/gemv_sweep.py`, docs/performance.md).
+# BLOCK_K counts inputs. Matrices with fewer than MIN_PROGRAMS blocks of rows get narrower blocks.
+# int4 has a fourth field, the kernel: 1 (_int4_gemv_kernel) or 2 (_int4_gemv_v2_kernel); a config
+# of three fields takes the kernel from here. The sweep picked int4 with groups of 128 (with groups
+# of 64 this shape measured 5% slower than v1's best).
+# No num_stages: Triton 3.9 software-pipelines loads that feed tl.dot only, so for these loops every
+# num_stages compiles to the same PTX (checked for sm_90 on the rowwise and both int4 kernels).
+GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 4), "float8_e4m3fn": (4, 1024, 4), "int4": (32, 512, 2, 2)}
 MIN_PROGRAMS = 1024
 
 
@@ -156,8 +163,75 @@ if triton is not None:
         y = tl.sum(acc, axis=1)
         tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=n_ok)
 
+    @triton.jit
+    def _split8(t):
+        # (..., 8) -> its eight (...) slices in order; the last dim lies in one thread's registers,
+        # so this only renames registers.
+        even, odd = tl.split(tl.reshape(t, t.shape[:-1] + [4, 2]))
+        t04, t26 = tl.split(tl.reshape(even, even.shape[:-1] + [2, 2]))
+        t15, t37 = tl.split(tl.reshape(odd, odd.shape[:-1] + [2, 2]))
+        t0, t4 = tl.split(t04)
+        t2, t6 = tl.split(t26)
+        t1, t5 = tl.split(t15)
+        t3, t7 = tl.split(t37)
+        return t0, t1, t2, t3, t4, t5, t6, t7
+
+    @triton.jit
+    def _int4_gemv_v2_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K, words_per_row,
+                             GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # w_ptr: the packed weights as int32 words (N, words_per_row = K // 8), passed from the host
+        # so Triton sees it divisible by 4 and loads 16 bytes at a time. BLOCK_K is a power-of-two
+        # multiple of GROUP that divides K (the caller checks); GROUP is a multiple of 8, so each word
+        # lies in one group. Tiles are (rows, groups, words of a group): a group's scale broadcasts
+        # over its words for free, and groups are summed once, after the loop.
+        #
+        # A nibble is made a float by one AND: an int32 below 2**24 read as float32 bits is exactly
+        # itself * 2**-149 (subnormals, then the first normal binade), so (w & (0xF << b)) is
+        # q * 2**(b - 149). x is multiplied by 2**(96 - b) (exact; shared by every row), putting each
+        # product at q * x * 2**-53, and the scale by 2**53. Per weight: one LOP3 and one FFMA, plus
+        # per word one shift for nibbles 6 and 7 (bits 24+ are the exponent). Exact unless |x| >=
+        # 2**32 or |scale| >= 2**75; |x q| < 2**-73 would lose relative precision (not activations).
+        # Compiled for sm_90 at (16, 2048, 4): 5.8 instructions per byte per lane in the loop, v1 13.
+        WORDS: tl.constexpr = GROUP // 8
+        GROUPS: tl.constexpr = BLOCK_K // GROUP
+        m = tl.program_id(0)
+        rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rn_load = tl.minimum(rn, N - 1)  # rows past N reread the last row: no masks in the loop
+        rg = tl.arange(0, GROUPS)
+        word = rg[:, None] * WORDS + tl.arange(0, WORDS)[None, :]
+        n_groups = K // GROUP
+        i = tl.arange(0, 8)
+        nibble_bit = tl.where(i < 6, 4 * i, 4 * i - 8)  # where input 8j + i sits once masked
+        x_scale = ((127 + 96 - nibble_bit) << 23).to(tl.float32, bitcast=True)  # 2**(96 - bit)
+        acc = tl.zeros((BLOCK_N, GROUPS, WORDS), dtype=tl.float32)
+        acc_zero = tl.zeros((BLOCK_N, GROUPS), dtype=tl.float32)
+        for w0 in range(0, words_per_row, BLOCK_K // 8):
+            w = tl.load(w_ptr + rn_load[:, None, None] * words_per_row + (w0 + word)[None, :, :],
+                        eviction_policy="evict_first")
+            x8 = tl.load(x_ptr + m * K + 8 * (w0 + word)[:, :, None] + i[None, None, :]).to(tl.float32)
+            x_group = tl.sum(tl.sum(x8, axis=2), axis=1)
+            x0, x1, x2, x3, x4, x5, x6, x7 = _split8(
+                tl.broadcast_to((x8 * x_scale[None, None, :])[None, :, :, :], (BLOCK_N, GROUPS, WORDS, 8)))
+            hi = w >> 8  # nibbles 6 and 7 to bits 16..23
+            qx = (w & 0xF).to(tl.float32, bitcast=True) * x0
+            qx = tl.fma((w & 0xF0).to(tl.float32, bitcast=True), x1, qx)
+            qx = tl.fma((w & 0xF00).to(tl.float32, bitcast=True), x2, qx)
+            qx = tl.fma((w & 0xF000).to(tl.float32, bitcast=True), x3, qx)
+            qx = tl.fma((w & 0xF0000).to(tl.float32, bitcast=True), x4, qx)
+            qx = tl.fma((w & 0xF00000).to(tl.float32, bitcast=True), x5, qx)
+            qx = tl.fma((hi & 0xF0000).to(tl.float32, bitcast=True), x6, qx)
+            qx = tl.fma((hi & 0xF00000).to(tl.float32, bitcast=True), x7, qx)
+            # sum_k x (q s + z) = s * sum_k x q + z * sum_k x: the zero term once per group.
+            g = rn_load[:, None] * n_groups + (w0 // WORDS + rg)[None, :]
+            s = tl.load(scale_ptr + g).to(tl.float32) * 2.0 ** 53
+            z = tl.load(zero_ptr + g).to(tl.float32)
+            acc = tl.fma(qx, s[:, :, None], acc)
+            acc_zero = tl.fma(z, x_group[None, :], acc_zero)
+        y = tl.sum(tl.sum(acc, axis=2), axis=1) + tl.sum(acc_zero, axis=1)
+        tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
+
     def _launch_shape(kind: str, n: int, config) -> tuple[int, int, int]:
-        block_n, block_k, num_warps = config or GEMV_CONFIGS[kind]
+        block_n, block_k, num_warps = (config or GEMV_CONFIGS[kind])[:3]
         if config is None:  # small matrices: narrower blocks, so every SM gets several programs
             while block_n > 4 and triton.cdiv(n, block_n) < MIN_PROGRAMS:
                 block_n //= 2
@@ -181,9 +255,15 @@ if triton is not None:
     @triton_op("llama::int4_gemv", mutates_args={})
     def int4_gemv(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor,
                   config: list[int] | None = None) -> Tensor:
-        """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x."""
+        """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x.
+
+        config: [BLOCK_N, BLOCK_K, num_warps] or [BLOCK_N, BLOCK_K, num_warps, kernel] with kernel
+        1 or 2 (see GEMV_CONFIGS); None takes GEMV_CONFIGS["int4"]."""
         n, k = packed.shape[0], 2 * packed.shape[1]
         block_n, block_k, num_warps = _launch_shape("int4", n, config)
+        kernel = (config if config is not None and len(config) > 3 else GEMV_CONFIGS["int4"])[3]
+        if kernel not in (1, 2):
+            raise ValueError(f"int4 GEMV kernel must be 1 or 2, not {kernel}")
         group = k // scale.shape[1]
         block_k = max(group, min(block_k, 1 << (k.bit_length() - 1)))
         while k % block_k:  # the largest power-of-two block of whole groups that tiles K
@@ -191,8 +271,15 @@ if triton is not None:
         x2 = x.reshape(-1, k).contiguous()
         y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
         grid = (x2.shape[0], triton.cdiv(n, block_n))
-        wrap_triton(_int4_gemv_kernel)[grid](x2, packed, scale, zero, y, n, k, GROUP=group, BLOCK_N=block_n,
-                                             BLOCK_K=block_k, num_warps=num_warps)
+        # v2 reads whole int32 words inside one group: it needs group % 8 == 0 (groups of 2 or 4
+        # split a word) and rows that view as int32 (contiguous, 4-byte aligned); else v1 runs.
+        if kernel == 2 and group % 8 == 0 and packed.is_contiguous() and packed.storage_offset() % 4 == 0:
+            wrap_triton(_int4_gemv_v2_kernel)[grid](x2, packed.view(torch.int32), scale, zero, y, n, k, k // 8,
+                                                    GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k,
+                                                    num_warps=num_warps)
+        else:
+            wrap_triton(_int4_gemv_kernel)[grid](x2, packed, scale, zero, y, n, k, GROUP=group, BLOCK_N=block_n,
+                                                 BLOCK_K=block_k, num_warps=num_warps)
         return y.view(*x.shape[:-1], n)
 
 

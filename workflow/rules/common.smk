@@ -197,7 +197,7 @@ def generate_mem_mb(wildcards):
 
 def generate_runtime_min(wildcards):
     # Compilation takes minutes (up to ~5 on an H100); long contexts prefill and decode slower.
-    compile_min = 10 * (GEN["compile"] + GEN["compile_prefill"])
+    compile_min = 10 * ((GEN["compile"] not in (False, "none")) + GEN["compile_prefill"])
     return 15 + compile_min + 5 * math.ceil(int(wildcards.cache) / 16384)
 
 

@@ -1,6 +1,9 @@
 # One generate job per (model, technique, cache size, prefill size, batch size): one result JSON,
 # written atomically by llama.generate (status ok, oom or unsupported; all exit 0).
 
+# generate.compile: false and true are the older spellings of "none" and "full".
+COMPILE_MODE = {False: "none", True: "full"}.get(GEN["compile"], GEN["compile"])
+
 
 rule generate:
     input:
@@ -11,7 +14,7 @@ rule generate:
         gpu_launch=GPU_LAUNCH,  # pins one GPU per job on multi-GPU hosts (llama/gpus.py)
         checkpoint=lambda wildcards: checkpoint_dir(wildcards.source, wildcards.model),
         prefill=lambda wildcards: "" if wildcards.prefill == "default" else f"--prefill_size {wildcards.prefill}",
-        compile=("--compile" if GEN["compile"] else "") + (" --compile_prefill" if GEN["compile_prefill"] else ""),
+        compile=f"--compile {COMPILE_MODE}" + (" --compile_prefill" if GEN["compile_prefill"] else ""),
         max_new_tokens=GEN["max_new_tokens"],
         num_samples=GEN["num_samples"],
         device=config["device"],
