@@ -207,3 +207,17 @@ def test_registry_entries(spec, cls):
     techniques.apply(model, spec, "cpu", torch.bfloat16)
     assert isinstance(model.layers[0].feed_forward.w13, cls) and isinstance(model.output, cls)
     assert rel_err(model(tokens), ref) < 0.15
+
+
+def test_dequantize_in_row_chunks_matches_whole(monkeypatch):
+    """Dequantization runs DEQUANT_ROWS rows at a time (bounded float32 temporaries); the chunk
+    edges must not show: the result equals the one-shot formula, also for a ragged last chunk."""
+    torch.manual_seed(0)
+    w = torch.randn(30, 64, dtype=torch.bfloat16)
+    packed, scale, zero = quantize_int4(w, 32)
+    q8, s8 = gemv.quantize_rowwise(w, torch.int8)
+    monkeypatch.setattr(gemv, "DEQUANT_ROWS", 7)
+    q = torch.stack([packed & 0xF, packed >> 4], dim=-1).view(30, -1).float()
+    whole = (q.view(30, -1, 32) * scale.float()[..., None] + zero.float()[..., None]).view(30, -1).to(torch.bfloat16)
+    assert torch.equal(dequantize_int4(packed, scale, zero), whole)
+    assert torch.equal(gemv.dequantize_rowwise(q8, s8, torch.bfloat16), (q8.float() * s8[:, None]).to(torch.bfloat16))

@@ -73,16 +73,36 @@ def quantize_int4(weight: Tensor, group_size: int) -> tuple[Tensor, Tensor, Tens
     return packed, scale.squeeze(-1).to(weight.dtype), zero.squeeze(-1).to(weight.dtype)
 
 
+# Rows dequantized at a time. Dequantizing goes through float32, and the whole 128256 x 4096 output
+# projection at once would hold ~4 GB of float32 temporaries on top of its 1 GB result: a transient
+# that every prefill with more than MAX_GEMV_ROWS tokens adds to the measured peak memory.
+DEQUANT_ROWS = 4096
+
+
+def _by_rows(n: int, k: int, dtype: torch.dtype, device: torch.device, rows_fn: Callable[[slice], Tensor]) -> Tensor:
+    out = torch.empty(n, k, dtype=dtype, device=device)
+    for start in range(0, n, DEQUANT_ROWS):
+        rows = slice(start, min(start + DEQUANT_ROWS, n))
+        out[rows] = rows_fn(rows)
+    return out
+
+
 def dequantize_rowwise(qweight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
-    return (qweight.float() * scale[:, None]).to(dtype)
+    n, k = qweight.shape
+    return _by_rows(n, k, dtype, qweight.device, lambda r: (qweight[r].float() * scale[r, None]).to(dtype))
 
 
 def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
-    n = packed.shape[0]
-    q = torch.stack([packed & 0xF, packed >> 4], dim=-1).view(n, -1).float()
-    group_size = q.shape[1] // scale.shape[1]
-    w = q.view(n, -1, group_size) * scale.float()[..., None] + zero.float()[..., None]
-    return w.view(n, -1).to(scale.dtype)
+    n, k = packed.shape[0], 2 * packed.shape[1]
+    group_size = k // scale.shape[1]
+
+    def rows_fn(r: slice) -> Tensor:
+        p = packed[r]
+        q = torch.stack([p & 0xF, p >> 4], dim=-1).view(p.shape[0], -1).float()
+        w = q.view(p.shape[0], -1, group_size) * scale[r].float()[..., None] + zero[r].float()[..., None]
+        return w.view(p.shape[0], -1)
+
+    return _by_rows(n, k, scale.dtype, packed.device, rows_fn)
 
 
 # ----------------------------------------------------------------------------- kernels
