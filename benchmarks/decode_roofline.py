@@ -142,7 +142,7 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     kv_bytes = sum(layer.attention.kv_cache.bytes_read_per_step(cache_size) for layer in model.layers)
     row["bytes_per_token"] = row["weight_bytes"] + kv_bytes
     decoder = (PlainDecode(model, args.compile) if path == "plain"
-               else GraphedDecode(model, 0, None, compile_blocks=args.compile != "none"))  # temperature 0: argmax
+               else GraphedDecode(model, 0, None, compiled=args.compile != "none"))  # temperature 0: argmax
     with torch.no_grad():
         t0 = time.perf_counter()
         ref_tokens, _ = generate(model, decoder, prompt, args.new_tokens, device)

@@ -207,7 +207,6 @@ class Deployed:
                 ws = [case.w] + [q[0] for q in case.copies[1:]]
                 self.cublas_ms_per_token += sweep.bench(lambda: [case.x @ w.T for w in ws]) / len(ws) * count
 
-
     def best(self, kernel: int | None = None):
         passed = [c for c, ms in self.ms_per_token.items() if ms < math.inf and (kernel is None or c[3] == kernel)]
         return min(passed, key=self.ms_per_token.get) if passed else None

@@ -25,7 +25,7 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llama import techniques  # noqa: E402
-from llama.generate import copy_bandwidth_gb_s, weight_bytes_per_step  # noqa: E402
+from llama.generate import compile_blocks, copy_bandwidth_gb_s, weight_bytes_per_step  # noqa: E402
 from llama.model import ARCHITECTURES, Transformer  # noqa: E402
 
 # variant -> (llama.model.KV_CACHES name, mask mode). The first three are the seed's methods.
@@ -75,17 +75,6 @@ def prefill(model, tokens: torch.Tensor, chunk: int) -> torch.Tensor:
             b = min(a + chunk, n)
             logits = model(tokens[:, a:b], torch.arange(a, b, device=tokens.device))
     return logits[:, -1:]
-
-
-def compile_blocks(model: Transformer) -> None:
-    """Each TransformerBlock and the final norm compiled (mode "default"): fused RMSNorm, RoPE and
-    residual ops instead of eager kernels, one compiled block for all layers. Prefill runs eager
-    (prefill() below) so chunk shapes never recompile the decode-shaped blocks."""
-    torch._dynamo.config.recompile_limit = 1024  # a recompile per cache variant/size, never eager fallback
-    torch._dynamo.config.accumulated_recompile_limit = 4096
-    for layer in model.layers:
-        layer.compile()
-    model.norm.compile()
 
 
 def decode(model, first: torch.Tensor, start_pos: int, steps: int, device) -> float:
@@ -285,6 +274,9 @@ def main(argv=None):
         return
     model = build_model(args.model, device)
     if args.compile == "block":
+        # One recompile per cache variant and size here, never a fall-back to eager.
+        torch._dynamo.config.recompile_limit = 1024
+        torch._dynamo.config.accumulated_recompile_limit = 4096
         compile_blocks(model)
 
     for weights in [w for w in args.weights.split(",") if w]:

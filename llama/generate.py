@@ -111,20 +111,26 @@ def decode_loop(model: Transformer, decode_fn: Callable, temperature: float, top
     return torch.cat(new_tokens, dim=1)
 
 
+def compile_blocks(model: Transformer) -> None:
+    """Each TransformerBlock and the final norm compiled with mode "default": one compiled block
+    serves every layer (blocks of one model differ only in their weights)."""
+    for layer in model.layers:
+        layer.compile()
+    model.norm.compile()
+
+
 class GraphedDecode:
     """--compile block: each TransformerBlock compiled once with mode "default" (one compiled block
     serves every layer, so warm-up takes seconds, not the minutes of compiling the whole step with
     reduce-overhead), model.norm compiled too, and on CUDA the whole decode step -- all blocks, the
     head, sampling, writing the token, position += 1 -- captured in ONE CUDA graph on the first call
     and replayed per token, with no host work between tokens. On CPU the step runs in a Python loop.
-    Build it after model.setup_caches(); compile_blocks=False keeps the blocks eager (the graph stays)."""
+    Build it after model.setup_caches(); compiled=False keeps the blocks eager (the graph stays)."""
 
-    def __init__(self, model: Transformer, temperature: float, top_k: Optional[int], compile_blocks: bool = True):
+    def __init__(self, model: Transformer, temperature: float, top_k: Optional[int], compiled: bool = True):
         self.model, self.temperature, self.top_k, self.graph = model, temperature, top_k, None
-        if compile_blocks:
-            for layer in model.layers:
-                layer.compile()
-            model.norm.compile()
+        if compiled:
+            compile_blocks(model)
         device = model.tok_embeddings.weight.device
         self.token = torch.zeros(model.max_batch_size, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)

@@ -136,11 +136,12 @@ def acquire_gpu(gpus: list[str], locks: Path) -> tuple[str, int]:
 
 def cpu_share(gpu: str, gpus: list[str], cpus: list[int]) -> list[int]:
     """The slice of `cpus` that the job on `gpu` gets: slot i of n takes the i-th of n equal,
-    disjoint slices (the last one takes the remainder); at least one CPU each."""
+    disjoint slices (the last one takes the remainder). Fewer CPUs than GPUs: all of them."""
     n, i = len(gpus), gpus.index(gpu)
-    size = max(1, len(cpus) // n)
-    start = min(i * size, len(cpus) - size)
-    return cpus[start:] if i == n - 1 and start + size < len(cpus) else cpus[start:start + size]
+    size = len(cpus) // n
+    if size == 0:
+        return cpus
+    return cpus[i * size:] if i == n - 1 else cpus[i * size:(i + 1) * size]
 
 
 def run(cmd: list[str]) -> None:

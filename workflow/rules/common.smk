@@ -48,6 +48,8 @@ except WorkflowError as e:
     raise WorkflowError(schema_error_message(cause) if cause is not None else str(e)) from None
 
 GEN = config["generate"]
+# generate.compile: false and true are the older spellings of "none" and "full".
+COMPILE_MODE = {False: "none", True: "full"}.get(GEN["compile"], GEN["compile"])
 EVAL = config["eval"]
 
 
@@ -196,8 +198,9 @@ def generate_mem_mb(wildcards):
 
 
 def generate_runtime_min(wildcards):
-    # Compilation takes minutes (up to ~5 on an H100); long contexts prefill and decode slower.
-    compile_min = 10 * ((GEN["compile"] not in (False, "none")) + GEN["compile_prefill"])
+    # Compiling the whole step takes minutes (up to ~5 on an H100; "block": seconds); long contexts
+    # prefill and decode slower.
+    compile_min = 10 * ((COMPILE_MODE == "full") + GEN["compile_prefill"])
     return 15 + compile_min + 5 * math.ceil(int(wildcards.cache) / 16384)
 
 

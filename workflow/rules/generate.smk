@@ -1,9 +1,6 @@
 # One generate job per (model, technique, cache size, prefill size, batch size): one result JSON,
 # written atomically by llama.generate (status ok, oom or unsupported; all exit 0).
 
-# generate.compile: false and true are the older spellings of "none" and "full".
-COMPILE_MODE = {False: "none", True: "full"}.get(GEN["compile"], GEN["compile"])
-
 
 rule generate:
     input:
