@@ -13,6 +13,7 @@ spread reported. Bytes per token = weights as stored (the embedding: one row) + 
 
     python benchmarks/decode_roofline.py --techniques bf16,int8wo,int4wo-128,float8wo,float8dq-row
     python benchmarks/gemv_sweep.py                       # GEMV launch shapes + kernel check only
+    python benchmarks/decode_roofline.py --gemv_configs results/gemv_sweep/gemv_configs.json  # with its pick
     python benchmarks/decode_roofline.py --device cpu --model tiny --compile none --new-tokens 8   # smoke
 """
 from __future__ import annotations
@@ -206,7 +207,16 @@ def main(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.environ.get("OUT", "results/decode_roofline"))
+    p.add_argument("--gemv_configs", help="JSON of GEMV_CONFIGS entries to use instead of llama/kernels/gemv.py's "
+                                          "(gemv_sweep.py writes OUT/gemv_configs.json)")
     args = p.parse_args(argv)
+    if args.gemv_configs:
+        picked = {kind: tuple(config) for kind, config in json.load(open(args.gemv_configs)).items()}
+        unknown = set(picked) - set(gemv.GEMV_CONFIGS)
+        if unknown:
+            p.error(f"--gemv_configs: unknown weight kinds {sorted(unknown)}; known: {', '.join(gemv.GEMV_CONFIGS)}")
+        gemv.GEMV_CONFIGS.update(picked)
+        print(f"GEMV_CONFIGS from {args.gemv_configs}: {gemv.GEMV_CONFIGS}", flush=True)
     if args.table_from:
         return print_table([json.loads(line) for line in open(args.table_from)])
     runs = ([tuple(r.split(":")) for r in args.runs.split(",")] if args.runs else

@@ -1,7 +1,7 @@
 """Sweep the Triton GEMV kernels' launch configs on Llama-3.1-8B's linear shapes (batch-1 decode).
 
 Weight kinds: bf16, int8 and float8 (the rowwise kernel) and int4 with groups of 64 and 128 (kernels
-v1 and v2, llama/kernels/gemv.py). Every config is checked against the dequantized reference and
+v1 and v2, llama/kernels/gemv.py), the rowwise kernel and v2 each with prefetch off and on. Every config is checked against the dequantized reference and
 timed as decode runs it: CUDA-graph replays cycling
 over enough copies of the weight to overflow L2, median.
 
@@ -14,10 +14,12 @@ Two phases keep it to a few minutes on an H200:
 
 Prints per kind the best config: ms per token, GB/s and its fraction of the device's copy bandwidth,
 GB/s per matrix, then a GEMV_CONFIGS literal to paste into llama/kernels/gemv.py. Raw lines go to
---out/gemv_sweep.txt as they are measured, the summary to --out/summary.txt. Exits 1, naming them,
+--out/gemv_sweep.txt as they are measured, the summary to --out/summary.txt and the recommended
+entries to --out/gemv_configs.json (decode_roofline.py --gemv_configs reads it). Exits 1, naming them,
 if any config failed or mismatched the reference (the others are still reported).
 
     python benchmarks/gemv_sweep.py                         # H200: about 3-4 minutes
+    python benchmarks/gemv_sweep.py --kinds int8,int4       # some kinds only
     python benchmarks/gemv_sweep.py --device cpu --smoke    # no GPU: checks through Triton's interpreter
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import math
 import os
 import sys
@@ -58,22 +61,41 @@ def linear_shapes(arch) -> dict[str, tuple[int, int, int]]:
             "w2": (arch.dim, arch.intermediate_size, arch.n_layers), "output": (arch.vocab_size, arch.dim, 1)}
 
 
-def with_kernel(config: tuple[int, ...], kernel: int | None) -> tuple[int, ...]:
-    return config if kernel is None else config[:3] + (kernel,)
+def full_config(kind: str, config: tuple[int, ...], kernel: int | None = None, prefetch: int | None = None):
+    """`config` with every field, as gemv reads it and as the sweep ranks and prints it: rowwise
+    (BLOCK_N, BLOCK_K, num_warps, prefetch), int4 (BLOCK_N, BLOCK_K, num_warps, kernel, prefetch).
+    kernel and prefetch replace the config's own; v1 has no prefetch, so it is 0 there."""
+    if kind != "int4":
+        prefetch = (config[3] if len(config) > 3 else 0) if prefetch is None else prefetch
+        return tuple(config[:3]) + (prefetch,)
+    kernel = kernel or (config if len(config) > 3 else gemv.GEMV_CONFIGS["int4"])[3]
+    prefetch = (config[4] if len(config) > 4 else 0) if prefetch is None else prefetch
+    return tuple(config[:3]) + (kernel, prefetch if kernel == 2 else 0)
 
 
 def screen_grid(kind: str, kernel: int | None) -> list[tuple[int, ...]]:
-    """(BLOCK_N, BLOCK_K, num_warps[, kernel]) to screen: 19 rowwise, 26 per int4 kernel. Pruned to
-    16..64 elements (rowwise: each has an fp32 accumulator) or int32 words (int4) per thread: more
-    spill registers, fewer leave little in flight and (int4 v2) spend more per byte on x and scales."""
+    """Configs to screen: 27 per rowwise kind (16 without prefetch, 11 with), int4 v1 18, v2 33 (18 + 15);
+    132 for all kinds, against 109 before prefetch. Pruned to 16..64 elements (rowwise: each has an fp32
+    accumulator) or int32 words (int4) per thread: more spill registers, fewer leave little in flight
+    and (int4 v2) spend more per byte on x and scales. Prefetch only at 16..32 per thread: it holds a
+    second tile in registers to double the bytes in flight, which is what the small tiles lack (and
+    at 64 int4 words a second tile spills). Left out, to keep the screen's time: the largest BLOCK_K
+    (rowwise 2048, int4 4096), none of them in any kind's top five on the last H200 sweep
+    (docs/perf/h200/gemv_sweep)."""
     if kind != "int4":
-        return [c for c in itertools.product((4, 8, 16, 32), (256, 512, 1024, 2048), (4, 8))
-                if 16 <= c[0] * c[1] // (32 * c[2]) <= 64]
-    return [with_kernel(c, kernel) for c in itertools.product((4, 8, 16, 32), (256, 512, 1024, 2048, 4096), (2, 4, 8))
-            if 16 <= c[0] * c[1] // 8 // (32 * c[2]) <= 64]
+        grid = itertools.product((4, 8, 16, 32), (256, 512, 1024), (4, 8))
+    else:
+        grid = itertools.product((4, 8, 16, 32), (256, 512, 1024, 2048), (2, 4, 8))
+    inputs_per_element = 8 if kind == "int4" else 1  # an int4 element is a word of 8 inputs
+    per_thread = {c: c[0] * c[1] // inputs_per_element // (32 * c[2]) for c in grid}
+    shapes = [c for c, e in per_thread.items() if 16 <= e <= 64]
+    prefetched = [c for c in shapes if per_thread[c] <= 32] if kernel != 1 else []
+    return ([full_config(kind, c, kernel, 0) for c in shapes]
+            + [full_config(kind, c, kernel, 1) for c in prefetched])
 
 
-SMOKE_GRID = [(16, 256, 4), (8, 512, 4)]
+# (BLOCK_N, BLOCK_K, num_warps, prefetch); prefetch on first, as ties rank in order (top 1 deploys it)
+SMOKE_GRID = [(16, 128, 4, 1), (8, 512, 4, 0)]
 
 
 def rel_err(a, b) -> float:
@@ -178,7 +200,7 @@ def screen(sweep: Sweep, kind, shapes, grids, top) -> list[tuple]:
                 ms = sweep.measure(f"screen {family_name(fam)} {sname} {n}x{k}", case, config, deploy=False, rep=10)
                 scores[fam][config] += math.inf if ms is None else ms * count
         del case
-    candidates = [with_kernel(gemv.GEMV_CONFIGS[kind], kernel) for _, kernel in families(kind)]
+    candidates = [full_config(kind, gemv.GEMV_CONFIGS[kind], kernel) for _, kernel in families(kind)]
     for fam in families(kind):
         ranked = sorted((c for c in scores[fam] if scores[fam][c] < math.inf), key=scores[fam].get)
         candidates += [c for c in ranked[:top] if c not in candidates]
@@ -259,7 +281,7 @@ def main(argv=None):
     top = 1 if args.smoke else args.top
     grids = {fam: screen_grid(*fam) for kind in kinds for fam in families(kind)}
     if args.smoke:
-        grids = {fam: [with_kernel(c, fam[1]) for c in SMOKE_GRID] for fam in grids}
+        grids = {fam: list(dict.fromkeys(full_config(fam[0], c[:3], fam[1], c[3]) for c in SMOKE_GRID)) for fam in grids}
         gemv.MIN_PROGRAMS = 16  # tiny matrices: fewer narrowed blocks, fewer interpreted programs
     import triton
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (Triton interpreter)"
@@ -288,12 +310,13 @@ def main(argv=None):
     lines = [header, f"sweep took {time.perf_counter() - t_start:.0f} s", "",
              "Each candidate as the GEMV_CONFIGS entry, all linears of one decode token (CUDA-graph replays, "
              "weights cycled past L2); then GB/s per matrix. 'as given': no narrowing of BLOCK_N:"]
-    recommended = dict(gemv.GEMV_CONFIGS)
+    today = {kind: full_config(kind, config) for kind, config in gemv.GEMV_CONFIGS.items()}
+    recommended = dict(today)
     for run in deployed_runs:
-        lines += run.report(copy_bw, gemv.GEMV_CONFIGS[run.kind])
+        lines += run.report(copy_bw, today[run.kind])
         if run.best() is not None and run.narrow and run.group in (None, SCREEN_GROUP):
             recommended[run.kind] = run.best()
-    lines += ["", f"Recommended (int4: the best with groups of {SCREEN_GROUP}; its fourth field is the kernel):",
+    lines += ["", f"Recommended (int4: the best with groups of {SCREEN_GROUP}, its fourth field the kernel; last, prefetch):",
               "GEMV_CONFIGS = {" + ", ".join(f"{k!r}: {v!r}" for k, v in recommended.items()) + "}"]
     v2_best = next((run.best(kernel=2) for run in deployed_runs
                     if run.kind == "int4" and run.group == SCREEN_GROUP and run.narrow), None)
@@ -304,6 +327,8 @@ def main(argv=None):
     text = "\n".join(lines)
     print("\n" + text)
     (out_dir / "summary.txt").write_text(text + "\n")
+    # The same pick, for `decode_roofline.py --gemv_configs`: tune and measure in one device call.
+    (out_dir / "gemv_configs.json").write_text(json.dumps(recommended) + "\n")
     sweep.raw.close()
     return 1 if sweep.failures else 0
 

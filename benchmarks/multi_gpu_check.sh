@@ -3,7 +3,7 @@
 # slot, then K=2, then K=1 again. The two K=1 runs give the run-to-run noise; K=2 agrees with K=1
 # when its difference is of that size. Prints the GPU and CPU share each job got (from its result
 # JSON) and every run's decode tok/s side by side.
-#   bash benchmarks/multi_gpu_check.sh [OUTDIR]
+#   bash benchmarks/multi_gpu_check.sh [OUTDIR]      (RUNS="k1 k2" for a subset; job logs go to OUTDIR/RUN-logs)
 set -eu
 out=${1:-/tmp/multi-gpu}; mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0
@@ -38,13 +38,13 @@ print("peak allocated GB per job:")
 print(m.to_markdown(floatfmt=".4g"))
 PY
 }
-for run in k1 k2 k1b; do
+for run in ${RUNS:-k1 k2 k1b}; do
   k=${run:1:1}
-  rm -rf results/generate results/benchmarks.csv
+  rm -rf results/generate results/benchmarks.csv logs/generate
   start=$(date +%s)
   sm --cores 4 --resources gpu=$k -- results/benchmarks.csv > "$out/$run.log" 2>&1 || { tail -n 40 "$out/$run.log"; exit 1; }
   echo "$run (K=$k): workflow wall $(( $(date +%s) - start )) s"
-  rm -rf "$out/$run" && cp -r results/generate "$out/$run"
+  rm -rf "$out/$run" "$out/$run-logs" && cp -r results/generate "$out/$run" && cp -r logs/generate "$out/$run-logs"
   table > "$out/table.md"  # after every run, so a run cut short still leaves the runs before it
 done
 cat "$out/table.md"

@@ -42,7 +42,7 @@ from llama.model import Transformer
 # configs would otherwise switch on for quantized runs only (llama/techniques.py turns that off).
 INDUCTOR_CONFIG = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True,
                    "force_fuse_int_mm_with_mul": True, "fx_graph_cache": True, "triton.unique_kernel_names": True}
-COMPILE_MODES = ("none", "full", "block")  # Settings.compile: see --compile's help
+COMPILE_MODES = ("none", "full", "block", "graph")  # Settings.compile: see --compile's help
 CACHE_ROUNDING = 128  # default cache_size is rounded up to this, so nearby prompt lengths share a compiled graph
 
 
@@ -125,7 +125,8 @@ class GraphedDecode:
     reduce-overhead), model.norm compiled too, and on CUDA the whole decode step -- all blocks, the
     head, sampling, writing the token, position += 1 -- captured in ONE CUDA graph on the first call
     and replayed per token, with no host work between tokens. On CPU the step runs in a Python loop.
-    Build it after model.setup_caches(); compiled=False keeps the blocks eager (the graph stays)."""
+    Build it after model.setup_caches(); compiled=False (--compile graph) keeps the blocks eager and
+    the one graph per step."""
 
     def __init__(self, model: Transformer, temperature: float, top_k: Optional[int], compiled: bool = True):
         self.model, self.temperature, self.top_k, self.graph = model, temperature, top_k, None
@@ -302,8 +303,8 @@ def benchmark(model: Transformer, prompt: Tensor, settings: Settings,
     kv_read_per_step = sum(map(kv_read, contexts)) / decode_steps if decode_steps else 0
 
     prefill_fn = torch.compile(prefill, fullgraph=True, dynamic=True) if settings.compile_prefill else eager_prefill
-    if settings.compile == "block":
-        decode = GraphedDecode(model, settings.temperature, settings.top_k).decode
+    if settings.compile in ("block", "graph"):
+        decode = GraphedDecode(model, settings.temperature, settings.top_k, compiled=settings.compile == "block").decode
     else:
         decode_fn = (torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
                      if settings.compile == "full" else decode_one_token)
@@ -362,7 +363,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", nargs="?", const="full", default="none", choices=COMPILE_MODES,
                    help='decode: none = eager; full (the bare flag) = the whole decode step compiled with '
                         'mode="reduce-overhead", fullgraph (minutes of warm-up); block = each TransformerBlock '
-                        'compiled, the whole step captured in one CUDA graph (seconds of warm-up)')
+                        'compiled, the whole step captured in one CUDA graph (seconds of warm-up); graph = the same '
+                        'one CUDA graph per step around eager blocks (nothing compiled)')
     p.add_argument("--compile_prefill", action="store_true", help="torch.compile prefill (dynamic shapes)")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--max_new_tokens", type=int, default=200)

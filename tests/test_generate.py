@@ -118,6 +118,7 @@ def test_compile_flag_takes_a_mode(capsys):
     assert generate.parse_args([*required, "--compile"]).compile == "full"  # the bare flag, as before
     assert generate.parse_args([*required, "--compile", "--compile_prefill"]).compile == "full"
     assert generate.parse_args([*required, "--compile", "block"]).compile == "block"
+    assert generate.parse_args([*required, "--compile", "graph"]).compile == "graph"
     with pytest.raises(SystemExit):
         generate.parse_args([*required, "--compile", "bogus"])
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
@@ -144,6 +145,27 @@ def test_block_decode_compiles_one_block_and_matches_eager_greedy():
     assert all(torch.equal(g, w) for g, w in zip(got, want)), (got, want)
     # One compiled block serves all 4 layers, plus the norm; prefill (a new shape per prompt) compiles nothing.
     assert counters["stats"]["unique_graphs"] - graphs == 2
+
+
+def test_graph_decode_compiles_nothing_and_matches_eager_greedy(tmp_path, tiny_checkpoint):
+    # --compile graph: GraphedDecode with eager blocks. Same tokens as the eager loop, no graph compiled.
+    torch.manual_seed(0)
+    model = Transformer(ARCHITECTURES["tiny"]).eval()
+    model.setup_caches(1, 64, kv_cache="int8-fused")
+    settings = generate.Settings(max_new_tokens=8, temperature=0)
+    eager = partial(generate.decode_loop, model, generate.decode_one_token, 0, None)
+    prompt = torch.randint(0, 1024, (1, 7))
+    no_sync = lambda: None  # noqa: E731
+    with torch.no_grad():
+        want = generate.generate_once(model, prompt, settings, generate.eager_prefill, eager, no_sync)[0]
+        torch._dynamo.reset()
+        graphs = counters["stats"]["unique_graphs"]
+        graphed = generate.GraphedDecode(model, 0, None, compiled=False)
+        got = generate.generate_once(model, prompt, settings, generate.eager_prefill, graphed.decode, no_sync)[0]
+    assert torch.equal(got, want), (got, want)
+    assert counters["stats"]["unique_graphs"] == graphs
+    code, r = run(tmp_path, tiny_checkpoint, "--compile", "graph", *FAST)
+    assert code == 0 and r["status"] == "ok" and r["compile"] == "graph"
 
 
 def test_block_compiled_cpu_run(tmp_path, tiny_checkpoint, capsys):

@@ -20,6 +20,7 @@ KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_kernels = pytest.mark.skipif(gemv.triton is None or not (torch.cuda.is_available() or INTERPRET),
                                    reason="Triton GEMV needs CUDA, or TRITON_INTERPRET=1 with triton installed")
 
+WDTYPES = {"int8": torch.int8, "float8": torch.float8_e4m3fn}
 # Relative error of the quantized weight itself, for Gaussian weights: what each technique costs.
 WEIGHT_ERROR = {"int8": 0.02, "float8": 0.05, "int4-32": 0.12, "int4-128": 0.15}
 
@@ -101,9 +102,13 @@ def _poisoned_out(monkeypatch):
 
 
 @needs_kernels
+@pytest.mark.parametrize("prefetch", [0, 1])
 @pytest.mark.parametrize("wdtype", [torch.int8, torch.float8_e4m3fn, torch.bfloat16], ids=["int8", "float8", "bf16"])
-@pytest.mark.parametrize("rows,n,k,config", [(1, 200, 512, [16, 128, 4]), (3, 64, 300, [4, 256, 4]), (1, 96, 1024, None)])
-def test_rowwise_kernel_matches_reference(monkeypatch, wdtype, rows, n, k, config):
+@pytest.mark.parametrize("rows,n,k,config", [(1, 200, 512, [16, 128, 4]), (3, 64, 300, [4, 256, 4]), (1, 96, 1024, None),
+                                             (2, 40, 1000, [8, 128, 4])])
+def test_rowwise_kernel_matches_reference(monkeypatch, wdtype, rows, n, k, config, prefetch):
+    # K = 300 and 1000 are not multiples of BLOCK_K: the last tile is partly masked. K = 512 and 1000
+    # take 4 and 8 tiles, so the prefetching loop carries tiles across several iterations.
     torch.manual_seed(n + k)
     w = random_weight(n, k, seed=k)
     x = torch.randn(rows, k).to(torch.bfloat16)
@@ -114,8 +119,12 @@ def test_rowwise_kernel_matches_reference(monkeypatch, wdtype, rows, n, k, confi
         deq = gemv.dequantize_rowwise(q, scale, torch.bfloat16)
     ref = x.float() @ deq.float().T
     _poisoned_out(monkeypatch)
+    kind = "bfloat16" if wdtype == torch.bfloat16 else str(wdtype).removeprefix("torch.")
+    if config is None:  # the module-level entry's fourth field turns it on
+        monkeypatch.setitem(gemv.GEMV_CONFIGS, kind, gemv.GEMV_CONFIGS[kind][:3] + (prefetch,))
     dev = KERNEL_DEVICE
-    y = gemv.rowwise_gemv(x.to(dev), q.to(dev), None if scale is None else scale.to(dev), config=config)
+    y = gemv.rowwise_gemv(x.to(dev), q.to(dev), None if scale is None else scale.to(dev),
+                          config=None if config is None else config + [prefetch])
     assert y.shape == (rows, n) and y.dtype == torch.bfloat16 and not y.isnan().any()
     assert rel_err(y.cpu(), ref) < 1e-2  # bf16 output rounding is ~4e-3
 
@@ -126,10 +135,10 @@ def _only_int4_kernel(monkeypatch, kernel):
 
 
 @needs_kernels
-@pytest.mark.parametrize("kernel", [1, 2])
+@pytest.mark.parametrize("kernel,prefetch", [(1, 0), (2, 0), (2, 1)], ids=["v1", "v2", "v2-prefetch"])
 @pytest.mark.parametrize("group", [32, 128])
 @pytest.mark.parametrize("rows,n,k,config", [(1, 200, 512, [16, 256, 4]), (2, 72, 768, [8, 512, 2]), (1, 40, 1024, None), (1, 24, 384, None)])
-def test_int4_kernel_matches_reference(monkeypatch, kernel, group, rows, n, k, config):
+def test_int4_kernel_matches_reference(monkeypatch, kernel, prefetch, group, rows, n, k, config):
     torch.manual_seed(n + k + group)
     w = random_weight(n, k, seed=k + group)
     packed, scale, zero = quantize_int4(w, group)
@@ -137,11 +146,11 @@ def test_int4_kernel_matches_reference(monkeypatch, kernel, group, rows, n, k, c
     ref = x.float() @ dequantize_int4(packed, scale, zero).float().T
     _poisoned_out(monkeypatch)
     _only_int4_kernel(monkeypatch, kernel)
-    if config is None:  # the module-level choice picks the kernel
-        monkeypatch.setitem(gemv.GEMV_CONFIGS, "int4", gemv.GEMV_CONFIGS["int4"][:3] + (kernel,))
+    if config is None:  # the module-level choice picks the kernel and prefetch
+        monkeypatch.setitem(gemv.GEMV_CONFIGS, "int4", gemv.GEMV_CONFIGS["int4"][:3] + (kernel, prefetch))
     dev = KERNEL_DEVICE
     y = gemv.int4_gemv(x.to(dev), packed.to(dev), scale.to(dev), zero.to(dev),
-                       config=None if config is None else config + [kernel])
+                       config=None if config is None else config + [kernel, prefetch])
     assert y.shape == (rows, n) and y.dtype == torch.bfloat16 and not y.isnan().any()
     assert rel_err(y.cpu(), ref) < 1e-2
 
@@ -154,10 +163,11 @@ def exact_dequantize_int4(packed, scale, zero):
 
 
 @needs_kernels
+@pytest.mark.parametrize("prefetch", [0, 1])
 @pytest.mark.parametrize("group", [32, 64, 128, 256])
 @pytest.mark.parametrize("rows,n,k,config", [(1, 40, 512, [16, 256, 4, 2]), (2, 70, 768, [8, 512, 2, 2]),
                                              (3, 24, 1280, [4, 4096, 1, 2]), (4, 36, 256, [8, 128, 4, 2])])
-def test_int4_v2_kernel_is_exact_in_float32(monkeypatch, group, rows, n, k, config):
+def test_int4_v2_kernel_is_exact_in_float32(monkeypatch, group, rows, n, k, config, prefetch):
     # float32 x and output, against the float32 dequantized weight: only summation order differs, so
     # a wrong nibble, group or scale shows as O(1) error. x spans 1e-3..1e3 (the rescaling by powers
     # of two must be exact across magnitudes). N is not a multiple of BLOCK_N; K = 768 and 1280 are
@@ -169,9 +179,27 @@ def test_int4_v2_kernel_is_exact_in_float32(monkeypatch, group, rows, n, k, conf
     _poisoned_out(monkeypatch)
     _only_int4_kernel(monkeypatch, 2)
     dev = KERNEL_DEVICE
-    y = gemv.int4_gemv(x.to(dev), packed.to(dev), scale.to(dev), zero.to(dev), config=config)
+    y = gemv.int4_gemv(x.to(dev), packed.to(dev), scale.to(dev), zero.to(dev), config=config + [prefetch])
     assert y.shape == (rows, n) and y.dtype == torch.float32
     assert rel_err(y.cpu(), ref) < 1e-5
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["int8", "float8", "bf16", "int4"])
+def test_prefetch_is_the_same_math(kind):
+    # Prefetching only moves loads earlier: the same operations in the same order, so the same bits.
+    # K = 1000 (rowwise, last tile partial) and 1024 (int4) over 128-wide tiles: 8 iterations.
+    torch.manual_seed(3)
+    dev = KERNEL_DEVICE
+    x = torch.randn(2, 1000 if kind != "int4" else 1024).to(torch.bfloat16).to(dev)
+    w = random_weight(24, x.shape[1], seed=3)
+    if kind == "int4":
+        q = [t.to(dev) for t in quantize_int4(w, 64)]
+        off, on = (gemv.int4_gemv(x, *q, config=[8, 128, 4, 2, p]) for p in (0, 1))
+    else:
+        q = [w.to(dev), None] if kind == "bf16" else [t.to(dev) for t in quantize_rowwise(w, WDTYPES[kind])]
+        off, on = (gemv.rowwise_gemv(x, *q, config=[8, 128, 4, p]) for p in (0, 1))
+    assert torch.equal(on, off)
 
 
 @needs_kernels

@@ -81,6 +81,32 @@ def test_decode_matches_unquantized_reference(kv):
     assert (got.argmax(-1) == ref.argmax(-1)).all()
 
 
+@pytest.mark.parametrize("kv", sorted(FUSED_KV_CACHES))
+def test_compiled_update_writes_the_cache_buffer_itself(kv):
+    """After functionalization, each cache write (index_copy) must take the cache buffer itself as
+    its input. Written through a dtype view (the old float8 path, used for int8 too), compiled blocks
+    on CUDA copied the whole 131072-slot cache twice per layer and step (docs/performance.md)."""
+    from functorch.compile import make_boxed_func
+    from torch._functorch.aot_autograd import aot_module_simplified
+    graphs = []
+
+    def capture(gm, inputs):
+        def fw(g, _):
+            graphs.append(g)
+            return make_boxed_func(g.forward)
+        return aot_module_simplified(gm, inputs, fw_compiler=fw)
+
+    cache = FUSED_KV_CACHES[kv](1, 2, 64, 64, torch.bfloat16)
+    k, v = torch.randn(2, 1, 2, 1, 64, dtype=torch.bfloat16)
+    torch._dynamo.reset()
+    torch.compile(cache.update, backend=capture, fullgraph=True)(torch.tensor([5]), k, v)
+    writes = [n for g in graphs for n in g.graph.nodes if n.target == torch.ops.aten.index_copy.default]
+    assert writes and all(n.args[0].op == "placeholder" for n in writes), [n.args[0].format_node() for n in writes]
+    eager = FUSED_KV_CACHES[kv](1, 2, 64, 64, torch.bfloat16)
+    eager.update(torch.tensor([5]), k, v)
+    assert torch.equal(cache.k_cache, eager.k_cache) and cache.k_cache[:, :, 5].any()
+
+
 def test_registered_and_bytes_count_prefix_only():
     assert all(KV_CACHES[name] is cls for name, cls in FUSED_KV_CACHES.items())
     head_dim = 128
@@ -157,8 +183,8 @@ def test_kernel_replays_in_cuda_graph_with_new_position():
 @pytest.mark.gpu
 @pytest.mark.parametrize("kv", ["int8-fused", "int4-fused"])
 def test_compiled_decode_step_with_fused_cache_matches_eager(kv):
-    """The kernel is a torch.library.triton_op, so a fullgraph compile traces the decode step
-    through it (no graph break), and the compiled step gives the eager step's logits."""
+    """The kernel is an opaque torch.library.custom_op, so a fullgraph compile takes the decode step
+    with it (no graph break), and the compiled step gives the eager step's logits."""
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
     try:

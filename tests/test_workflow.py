@@ -90,7 +90,7 @@ def jobs_run(log: str) -> list[str]:
     ({"generate": {"cache_sizes": [16]}}, "tiny: cache size 16 < prompt (default: 32 tokens) + max_new_tokens 16"),
     ({"models": ["tiny-llama7"]}, "models: 'tiny-llama7' has no registered shape to synthesize"),
     ({"generate": {"compile": "fast"}},
-     "config key 'generate.compile': 'fast' is not allowed; allowed values: [False, True, 'none', 'full', 'block']"),
+     "config key 'generate.compile': 'fast' is not allowed; allowed values: [False, True, 'none', 'full', 'block', 'graph']"),
 ])
 def test_bad_config_stops_before_any_job(override, expected, tmp_path):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -147,6 +147,18 @@ def test_shipped_configs_resolve(name, tmp_path):
     assert not missing
     out = snakemake(REPO, "-n", "--configfile", f"config/{name}.yaml", "--config", "synthetic=True", timeout=300)
     assert "generate" in jobs_run(out.stdout + out.stderr)
+
+
+def test_kv_cache_offline_overlay_plans_the_h200_run():
+    # config/kv_cache_offline.yaml over kv_cache.yaml: what docs/performance.md ran on the H200.
+    out = snakemake(REPO, "-n", "--configfile", "config/kv_cache.yaml", "config/kv_cache_offline.yaml",
+                    "--resources", "gpu=2", "--", "results/kv_cache_table.md", "results/eval_table.md", timeout=300)
+    log = out.stdout + out.stderr
+    jobs = job_resources(log)
+    caches = {int(w["cache"]) for rule, w, _ in jobs if rule == "generate"}
+    assert caches == {8192, 32768, 131072} and sum(rule == "generate" for rule, _, _ in jobs) == 21
+    assert sum(rule == "eval" for rule, _, _ in jobs) == 7 and "llama_local_ppl.json" in log
+    assert "synthesize" in jobs_run(log) and "download" not in jobs_run(log)
 
 
 def job_resources(log: str) -> list[tuple[str, dict, dict]]:
@@ -232,8 +244,11 @@ def test_kv_cache_table_layout(tmp_path):
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert [c.strip() for c in lines[0].strip("|").split("|")] == [
         "context length (tokens)", "none peak (GB)", "kv-int8 peak (GB)"]
-    assert [line.split("|")[1].strip() for line in lines[1:]] == ["8192", "131072", "262144"]
+    assert [line.split("|")[1].strip() for line in lines[1:4]] == ["8192", "131072", "262144"]
     assert "13.1" in lines[2] and "6.55" in lines[2] and "oom" in lines[3]
+    # then decode tok/s (peak reserved is absent from these results, so its table is left out)
+    assert "peak memory reserved" not in text and "decode tokens/s (median)" in text
+    assert "none decode tok/s" in lines[4] and "110" in lines[5] and "oom" in lines[-1]
 
 
 def test_eval_table_has_every_metric_with_stderr(tmp_path):
@@ -298,8 +313,10 @@ def test_default_run_tables_match_config(interrupted_then_resumed):
     assert "llama_local_ppl word_perplexity" in readme and "(synthetic)" in readme
 
     kv = [line for line in (results / "kv_cache_table.md").read_text().splitlines() if line.startswith("| ")]
-    assert [line.split("|")[1].strip() for line in kv[1:]] == [str(c) for c in E2E_CACHES]
+    n = len(E2E_CACHES)  # the first table, peak allocated; then reserved and decode tok/s
+    assert [line.split("|")[1].strip() for line in kv[1:1 + n]] == [str(c) for c in E2E_CACHES]
     assert all(f"{t} peak (GB)" in kv[0] for t in E2E_TECHNIQUES)
+    assert all(f"{t} decode tok/s" in kv[2 * (n + 1)] for t in E2E_TECHNIQUES)
     evals = (results / "eval_table.md").read_text()
     assert "### llama_local_ppl" in evals and all(m in evals for m in ("word_perplexity", "byte_perplexity", "bits_per_byte"))
     for png in ("peak_memory_vs_context.png", "tok_s_per_technique.png"):

@@ -205,10 +205,10 @@ if triton is not None:
     def dot_kind(dtype: torch.dtype) -> int:
         return DOT_BF16 if dtype == torch.bfloat16 and not INTERPRET else (DOT_FP16 if dtype == torch.float16 else DOT_FP32)
 
-    # An opaque custom op, not a triton_op: torch.compile (fullgraph too) calls it as one extern
-    # kernel and CUDA graphs capture it, and nothing traces into the kernel. As a triton_op, decode
-    # compiled with the kernel inside ran at half the speed of eager decode at a 131072-token
-    # context on an H200 (docs/performance.md), as if the whole cache were copied every step.
+    # An opaque custom op: torch.compile (fullgraph too) calls it as one extern kernel and CUDA
+    # graphs capture it; nothing traces into the kernel. (Compiled decode once ran at half the eager
+    # speed at a 131072-token context; the cause was the cache write, not this op: see
+    # llama/kernels/kv_caches.py and benchmarks/profile_decode_step.py.)
     @torch.library.custom_op("llama::prefix_attention", mutates_args=())
     def _prefix_attention(q: Tensor, k: Tensor, v: Tensor, k_scale: Tensor | None, v_scale: Tensor | None,
                           input_pos: Tensor, fmt: int, num_splits: int | None = None,

@@ -24,10 +24,13 @@ class PrefixKVCache(KVCache):
     def __init__(self, batch_size: int, n_kv_heads: int, cache_size: int, head_dim: int, dtype: torch.dtype):
         nn.Module.__init__(self)
         shape = (batch_size, n_kv_heads, cache_size, head_dim)
+        # float8 values live in a uint8 buffer (index_copy_ has no float8 kernel) and are viewed as
+        # float8 only to be read. Writing through a dtype view instead made compiled blocks copy the
+        # whole cache twice per layer and step on CUDA (functionalization could not update in place).
         store_dtype, store_dim, n_groups = {
             da.FMT_MODEL: (dtype, head_dim, 0),
             da.FMT_INT8: (torch.int8, head_dim, 1),
-            da.FMT_FP8: (torch.float8_e4m3fn, head_dim, 1),
+            da.FMT_FP8: (torch.uint8, head_dim, 1),
             da.FMT_INT4: (torch.int8, head_dim // 2, head_dim // da.INT4_GROUP),
         }[self.fmt]
         store = shape[:3] + (store_dim,)
@@ -41,20 +44,24 @@ class PrefixKVCache(KVCache):
     def update(self, input_pos: Tensor, k: Tensor, v: Tensor) -> None:
         for new, store, scale in ((k, self.k_cache, self.k_scale), (v, self.v_cache, self.v_scale)):
             q, s = da.quantize(new, self.fmt)
-            q = q.to(store.dtype)
-            if store.element_size() == 1:  # index_copy_ has no float8 kernel; bytes are bytes
-                store, q = store.view(torch.uint8), q.view(torch.uint8)
+            q = q.view(torch.uint8) if self.fmt == da.FMT_FP8 else q.to(store.dtype)
             store.index_copy_(2, input_pos, q)
             if scale is not None:
                 scale.index_copy_(2, input_pos, s)
 
     def read(self) -> tuple[Tensor, Tensor]:
         """The whole cache dequantized (for inspection and tests; attention never calls this)."""
-        return (da.dequantize(self.k_cache, self.k_scale, self.fmt, self.dtype),
-                da.dequantize(self.v_cache, self.v_scale, self.fmt, self.dtype))
+        k, v = self.stored()
+        return (da.dequantize(k, self.k_scale, self.fmt, self.dtype), da.dequantize(v, self.v_scale, self.fmt, self.dtype))
+
+    def stored(self) -> tuple[Tensor, Tensor]:
+        """K and V as the format's dtype (views of the buffers: read them, never write through them)."""
+        if self.fmt == da.FMT_FP8:
+            return self.k_cache.view(torch.float8_e4m3fn), self.v_cache.view(torch.float8_e4m3fn)
+        return self.k_cache, self.v_cache
 
     def attention(self, q: Tensor, input_pos: Tensor, mask=None) -> Tensor:
-        args = (q, self.k_cache, self.v_cache, self.k_scale, self.v_scale, input_pos, self.fmt)
+        args = (q, *self.stored(), self.k_scale, self.v_scale, input_pos, self.fmt)
         if q.is_cuda:
             return da.attention_kernel(*args)
         return da.attention_reference(*args)

@@ -124,23 +124,33 @@ def readme_table(gen: pd.DataFrame, ev: pd.DataFrame, models, techniques, cv_thr
     return table + "\n\n" + "\n\n".join(lines) + "\n"
 
 
+# kv_cache_table's sections: (title, column suffix, result field, scale, format)
+KV_SECTIONS = (("peak memory allocated", "peak (GB)", "peak_alloc_bytes", 1 / GB, ".3g"),
+               ("peak memory reserved", "reserved (GB)", "peak_reserved_bytes", 1 / GB, ".3g"),
+               ("decode tokens/s (median)", "decode tok/s", "decode_tok_s_median", 1, ".4g"))
+
+
 def kv_cache_table(gen: pd.DataFrame, models, techniques) -> str:
-    """Seed layout: rows context length (cache size), columns peak GB per KV variant (technique)."""
+    """Seed layout: rows context length (cache size), one column per KV variant (technique); one
+    table each for peak allocated, peak reserved and decode tok/s."""
     if gen.empty:
         return "No generate results.\n"
     gen = ordered(gen, models, techniques)
-    gen = gen.assign(cell=[number(r["peak_alloc_bytes"] / GB, ".3g") if r["status"] == "ok" else r["status"]
-                           for _, r in gen.iterrows()])
     sections = []
     for (model, synthetic, batch, prompt), group in gen.groupby(
             ["model", "synthetic", "batch_size", "prompt_tokens"], sort=False, dropna=False):
-        table = group.pivot_table(index="cache_size", columns="technique", values="cell", aggfunc="first", sort=False)
-        table = table.reindex(columns=[t for t in techniques if t in table.columns]).sort_index()
-        table.columns = [f"{t} peak (GB)" for t in table.columns]
-        table.index.name = "context length (tokens)"
         label = f"{model} (synthetic)" if synthetic else model
-        sections.append(f"{label}, batch {batch}, prompt {prompt} tokens: peak memory allocated\n\n"
-                        + tabulate(table.fillna(""), headers="keys", tablefmt="github", disable_numparse=True))
+        for title, suffix, field, scale, fmt in KV_SECTIONS:
+            if field not in group or group[field].isna().all():
+                continue
+            cells = group.assign(cell=[number(r[field] * scale, fmt) if r["status"] == "ok" else r["status"]
+                                       for _, r in group.iterrows()])
+            table = cells.pivot_table(index="cache_size", columns="technique", values="cell", aggfunc="first", sort=False)
+            table = table.reindex(columns=[t for t in techniques if t in table.columns]).sort_index()
+            table.columns = [f"{t} {suffix}" for t in table.columns]
+            table.index.name = "context length (tokens)"
+            sections.append(f"{label}, batch {batch}, prompt {prompt} tokens: {title}\n\n"
+                            + tabulate(table.fillna(""), headers="keys", tablefmt="github", disable_numparse=True))
     return "\n\n".join(sections) + f"\n\nSetup: {describe_setup(gen)}.\n"
 
 

@@ -1,0 +1,87 @@
+"""Per-kernel GPU time of one decode step, eager blocks against compiled blocks (--compile block's
+compile_blocks), for each KV cache at a given decode position: where compiled decode loses time.
+
+Llama-3.1-8B layer shapes with fewer layers (--layers), random bf16 weights, batch 1, a cache of
+--cache_size slots; the step is decode_one_token at position P (the cache holds zeros; the fused
+caches' attention reads slots 0..P, so P sets the context it reads). No CUDA graph, so the wall time
+includes launches; the profiler's kernel times do not.
+
+    python benchmarks/profile_decode_step.py --kv_caches int8-fused,fp8-fused,int4-fused --positions 130000
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llama.generate import compile_blocks, decode_one_token  # noqa: E402
+from llama.model import ARCHITECTURES, KV_CACHES, Transformer  # noqa: E402
+
+
+def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.device) -> None:
+    torch._dynamo.reset()
+    cfg = dataclasses.replace(ARCHITECTURES[args.model], n_layers=args.layers)
+    with device:
+        torch.manual_seed(0)
+        model = Transformer(cfg).to(torch.bfloat16).eval()
+        model.setup_caches(1, args.cache_size, kv_cache=kv_cache)
+    if compiled:
+        compile_blocks(model)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    token = torch.zeros(1, 1, dtype=torch.long, device=device)
+    input_pos = torch.tensor([pos], device=device)
+    step = lambda: decode_one_token(model, token, input_pos, 0.0, None)  # noqa: E731
+    with torch.no_grad():
+        for _ in range(3):  # compile and warm up
+            step()
+        sync()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        sync()
+        wall_ms = (time.perf_counter() - start) / args.steps * 1e3
+        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            for _ in range(args.steps):
+                step()
+            sync()
+    kernel_us = (lambda e: e.device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    events = sorted(prof.key_averages(), key=lambda e: -kernel_us(e))
+    total_ms = sum(map(kernel_us, events)) / args.steps / 1e3
+    print(f"\n== cache {kv_cache} pos {pos} {'compiled' if compiled else 'eager'}: wall {wall_ms:.2f} ms/step, "
+          f"{'GPU kernels' if cuda else 'CPU ops'} {total_ms:.2f} ms/step ({args.layers} layers)")
+    for e in events[:args.top]:
+        print(f"  {kernel_us(e) / args.steps / 1e3:8.3f} ms  x{e.count // args.steps:3d}  {e.key[:110]}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="meta-llama/Llama-3.1-8B", choices=sorted(ARCHITECTURES))
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--kv_caches", default="int8-fused", help=f"comma list of {', '.join(KV_CACHES)}")
+    p.add_argument("--positions", default="130000,200", help="comma list of decode positions")
+    p.add_argument("--cache_size", type=int, default=131072)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--top", type=int, default=10, help="kernels listed per case")
+    p.add_argument("--device", default="cuda")
+    args = p.parse_args(argv)
+    unknown = [c for c in args.kv_caches.split(",") if c not in KV_CACHES]
+    if unknown:
+        p.error(f"unknown KV cache(s) {unknown}; known: {', '.join(KV_CACHES)}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("CUDA is not available here; --device cpu --model tiny for a smoke run")
+    for kv_cache in args.kv_caches.split(","):
+        for pos in map(int, args.positions.split(",")):
+            for compiled in (False, True):
+                profile_step(args, kv_cache, pos, compiled, device)
+
+
+if __name__ == "__main__":
+    main()
