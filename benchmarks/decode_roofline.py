@@ -210,6 +210,8 @@ def main(argv=None):
     p.add_argument("--gemv_configs", help="JSON of GEMV_CONFIGS entries to use instead of llama/kernels/gemv.py's "
                                           "(gemv_sweep.py writes OUT/gemv_configs.json)")
     args = p.parse_args(argv)
+    if args.table_from:
+        return print_table([json.loads(line) for line in open(args.table_from)])
     if args.gemv_configs:
         picked = {kind: tuple(config) for kind, config in json.load(open(args.gemv_configs)).items()}
         unknown = set(picked) - set(gemv.GEMV_CONFIGS)
@@ -217,8 +219,6 @@ def main(argv=None):
             p.error(f"--gemv_configs: unknown weight kinds {sorted(unknown)}; known: {', '.join(gemv.GEMV_CONFIGS)}")
         gemv.GEMV_CONFIGS.update(picked)
         print(f"GEMV_CONFIGS from {args.gemv_configs}: {gemv.GEMV_CONFIGS}", flush=True)
-    if args.table_from:
-        return print_table([json.loads(line) for line in open(args.table_from)])
     runs = ([tuple(r.split(":")) for r in args.runs.split(",")] if args.runs else
             [(t, path) for t in args.techniques.split(",") for path in args.paths.split(",")])
     if any(len(r) != 2 or r[1] not in ("plain", "ours") for r in runs):

@@ -43,8 +43,9 @@ COMMON_FIELDS = {
 
 # generate: speed and memory. Rates are over the samples after warm-up.
 GENERATE_FIELDS = {
-    "compile": "decode compile mode: 'none' (eager), 'full' (the whole step, reduce-overhead) or 'block' "
-               "(each block compiled, the step in one CUDA graph); older results hold true/false",
+    "compile": "decode mode (llama.generate COMPILE_MODES): 'none' (eager), 'full' (the whole step, "
+               "reduce-overhead), 'block' (each block compiled, the step in one CUDA graph) or 'graph' "
+               "(that CUDA graph around eager blocks); older results hold true/false",
     "compile_prefill": "torch.compile on prefill",
     "batch_size": "sequences decoded together",
     "prompt_tokens": "prompt length in tokens (prefill size)",
