@@ -213,7 +213,10 @@ def main(argv=None):
     if args.table_from:
         return print_table([json.loads(line) for line in open(args.table_from)])
     if args.gemv_configs:
-        picked = {kind: tuple(config) for kind, config in json.load(open(args.gemv_configs)).items()}
+        try:
+            picked = {kind: tuple(config) for kind, config in json.load(open(args.gemv_configs)).items()}
+        except (OSError, ValueError, AttributeError, TypeError) as e:
+            p.error(f"--gemv_configs {args.gemv_configs}: not a JSON object of GEMV_CONFIGS entries ({e})")
         unknown = set(picked) - set(gemv.GEMV_CONFIGS)
         if unknown:
             p.error(f"--gemv_configs: unknown weight kinds {sorted(unknown)}; known: {', '.join(gemv.GEMV_CONFIGS)}")
