@@ -1,7 +1,8 @@
 """Sweep the Triton GEMV kernels' launch configs on Llama-3.1-8B's linear shapes (batch-1 decode).
 
-Weight kinds: bf16, int8 and float8 (the rowwise kernel) and int4 with groups of 64 and 128 (kernels
-v1 and v2, llama/kernels/gemv.py), the rowwise kernel and v2 each with prefetch off and on. Every config is checked against the dequantized reference and
+Weight kinds: bf16, int8 and float8 (the rowwise kernel; int8 also its v2, which reads int32 words)
+and int4 with groups of 64 and 128 (kernels v1 and v2, llama/kernels/gemv.py), all but int4 v1 with
+prefetch off and on. Every config is checked against the dequantized reference and
 timed as decode runs it: CUDA-graph replays cycling
 over enough copies of the weight to overflow L2, median.
 
@@ -63,25 +64,40 @@ def linear_shapes(arch) -> dict[str, tuple[int, int, int]]:
 
 def full_config(kind: str, config: tuple[int, ...], kernel: int | None = None, prefetch: int | None = None):
     """`config` with every field, as gemv reads it and as the sweep ranks and prints it: rowwise
-    (BLOCK_N, BLOCK_K, num_warps, prefetch), int4 (BLOCK_N, BLOCK_K, num_warps, kernel, prefetch).
-    kernel and prefetch replace the config's own; v1 has no prefetch, so it is 0 there."""
+    (BLOCK_N, BLOCK_K, num_warps, prefetch, kernel), int4 (BLOCK_N, BLOCK_K, num_warps, kernel,
+    prefetch). kernel and prefetch replace the config's own; int4 v1 has no prefetch, so it is 0 there."""
     if kind != "int4":
         prefetch = (config[3] if len(config) > 3 else 0) if prefetch is None else prefetch
-        return tuple(config[:3]) + (prefetch,)
+        kernel = kernel or (config[4] if len(config) > 4 else 1)
+        return tuple(config[:3]) + (prefetch, kernel)
     kernel = kernel or (config if len(config) > 3 else gemv.GEMV_CONFIGS["int4"])[3]
     prefetch = (config[4] if len(config) > 4 else 0) if prefetch is None else prefetch
     return tuple(config[:3]) + (kernel, prefetch if kernel == 2 else 0)
 
 
+def kernel_of(kind: str, config: tuple[int, ...]) -> int:
+    return config[3] if kind == "int4" else config[4]
+
+
 def screen_grid(kind: str, kernel: int | None) -> list[tuple[int, ...]]:
-    """Configs to screen: 27 per rowwise kind (16 without prefetch, 11 with), int4 v1 18, v2 33 (18 + 15);
-    132 for all kinds, against 109 before prefetch. Pruned to 16..64 elements (rowwise: each has an fp32
+    """Configs to screen: 27 per rowwise kind (16 without prefetch, 11 with), int8 v2 59, int4 v1 18,
+    v2 33 (18 + 15); 180 for all kinds. Pruned to 16..64 elements (rowwise: each has an fp32
     accumulator) or int32 words (int4) per thread: more spill registers, fewer leave little in flight
     and (int4 v2) spend more per byte on x and scales. Prefetch only at 16..32 per thread: it holds a
     second tile in registers to double the bytes in flight, which is what the small tiles lack (and
     at 64 int4 words a second tile spills). Left out, to keep the screen's time: the largest BLOCK_K
     (rowwise 2048, int4 4096), none of them in any kind's top five on the last H200 sweep
-    (docs/perf/h200/gemv_sweep)."""
+    (docs/perf/h200/gemv_sweep).
+    int8 v2 (int32 words: an accumulator per word, not per input) screens BLOCK_K up to 4096, pruned
+    to 8..64 words per thread: at BLOCK_K = K (4096: all matrices but w2) a program loads x and
+    converts its layout once, where shorter tiles pass x through shared memory, behind barriers,
+    every iteration (seen in the kernels' sm_90 code)."""
+    if kind == "int8" and kernel == 2:
+        grid = itertools.product((4, 8, 16, 32), (512, 1024, 2048, 4096), (2, 4, 8))
+        per_thread = {c: c[0] * c[1] // 4 // (32 * c[2]) for c in grid}  # int32 words per thread
+        shapes = [c for c, e in per_thread.items() if 8 <= e <= 64]
+        return ([full_config(kind, c, kernel, 0) for c in shapes]
+                + [full_config(kind, c, kernel, 1) for c in shapes if per_thread[c] <= 32])
     if kind != "int4":
         grid = itertools.product((4, 8, 16, 32), (256, 512, 1024), (4, 8))
     else:
@@ -179,7 +195,7 @@ class Sweep:
 
 
 def families(kind):
-    return [(kind, 1), (kind, 2)] if kind == "int4" else [(kind, None)]
+    return [(kind, 1), (kind, 2)] if kind in ("int4", "int8") else [(kind, None)]
 
 
 def family_name(family) -> str:
@@ -230,7 +246,8 @@ class Deployed:
                 self.cublas_ms_per_token += sweep.bench(lambda: [case.x @ w.T for w in ws]) / len(ws) * count
 
     def best(self, kernel: int | None = None):
-        passed = [c for c, ms in self.ms_per_token.items() if ms < math.inf and (kernel is None or c[3] == kernel)]
+        passed = [c for c, ms in self.ms_per_token.items()
+                  if ms < math.inf and (kernel is None or kernel_of(self.kind, c) == kernel)]
         return min(passed, key=self.ms_per_token.get) if passed else None
 
     def report(self, copy_bw: float, today) -> list[str]:
@@ -316,12 +333,14 @@ def main(argv=None):
         lines += run.report(copy_bw, today[run.kind])
         if run.best() is not None and run.narrow and run.group in (None, SCREEN_GROUP):
             recommended[run.kind] = run.best()
-    lines += ["", f"Recommended (int4: the best with groups of {SCREEN_GROUP}, its fourth field the kernel; last, prefetch):",
+    lines += ["", f"Recommended (int4: the best with groups of {SCREEN_GROUP}, its fourth field the kernel, last prefetch; "
+                  "rowwise: fourth prefetch, last the kernel):",
               "GEMV_CONFIGS = {" + ", ".join(f"{k!r}: {v!r}" for k, v in recommended.items()) + "}"]
-    v2_best = next((run.best(kernel=2) for run in deployed_runs
-                    if run.kind == "int4" and run.group == SCREEN_GROUP and run.narrow), None)
-    if device.type == "cuda" and v2_best is not None:
-        lines.append(compile_check(v2_best, shapes["wo"], device, sweep))
+    for kind in ("int4", "int8"):  # the v2 kernels view their weights as int32: that must trace
+        v2_best = next((run.best(kernel=2) for run in deployed_runs
+                        if run.kind == kind and run.group in (None, SCREEN_GROUP) and run.narrow), None)
+        if device.type == "cuda" and v2_best is not None:
+            lines.append(compile_check(kind, v2_best, shapes["wo"], device, sweep))
     if sweep.failures:
         lines += ["", f"{len(sweep.failures)} failure(s):"] + [f"  {f}" for f in sweep.failures]
     text = "\n".join(lines)
@@ -333,15 +352,15 @@ def main(argv=None):
     return 1 if sweep.failures else 0
 
 
-def compile_check(int4_config, shape, device, sweep: Sweep) -> str:
+def compile_check(kind, config, shape, device, sweep: Sweep) -> str:
     """The best v2 entry under torch.compile(fullgraph), captured in a CUDA graph as decode runs it,
     against eager: the wrapper's int32 view must trace."""
     n, k, _ = shape
-    case = Case("int4", SCREEN_GROUP, n, k, device, copies=False)
+    case = Case(kind, SCREEN_GROUP, n, k, device, copies=False)
     try:
-        with deployed("int4", int4_config):
+        with deployed(kind, config):
             eager = case(case.q, None)
-            compiled = torch.compile(lambda x: gemv.int4_gemv(x, *case.q), fullgraph=True)
+            compiled = torch.compile(lambda x: case(case.q, None), fullgraph=True)
             compiled(case.x)  # compile outside the capture
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
@@ -350,11 +369,11 @@ def compile_check(int4_config, shape, device, sweep: Sweep) -> str:
             torch.cuda.synchronize()
         err = rel_err(y, eager)
     except Exception as e:
-        sweep.failures.append(f"FAILED torch.compile + CUDA graph of int4 {int4_config}: {first_line(e)}")
-        return f"torch.compile + CUDA graph, int4 {int4_config}: FAILED"
+        sweep.failures.append(f"FAILED torch.compile + CUDA graph of {kind} {config}: {first_line(e)}")
+        return f"torch.compile + CUDA graph, {kind} {config}: FAILED"
     if not err < 1e-3:
-        sweep.failures.append(f"MISMATCH torch.compile + CUDA graph of int4 {int4_config}: relative error {err:.2e} vs eager")
-    return f"torch.compile(fullgraph) + CUDA graph, int4 {int4_config}: relative error {err:.1e} vs eager"
+        sweep.failures.append(f"MISMATCH torch.compile + CUDA graph of {kind} {config}: relative error {err:.2e} vs eager")
+    return f"torch.compile(fullgraph) + CUDA graph, {kind} {config}: relative error {err:.1e} vs eager"
 
 
 if __name__ == "__main__":

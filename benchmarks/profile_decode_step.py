@@ -1,12 +1,15 @@
 """Per-kernel GPU time of one decode step, eager blocks against compiled blocks (--compile block's
-compile_blocks), for each KV cache at a given decode position: where compiled decode loses time.
+compile_blocks), for each KV cache at a given decode position: where decode loses time.
 
-Llama-3.1-8B layer shapes with fewer layers (--layers), random bf16 weights, batch 1, a cache of
---cache_size slots; the step is decode_one_token at position P (the cache holds zeros; the fused
-caches' attention reads slots 0..P, so P sets the context it reads). No CUDA graph, so the wall time
-includes launches; the profiler's kernel times do not.
+Llama-3.1-8B layer shapes with fewer layers (--layers), random bf16 weights (--scheme: swapped for
+our weight-only GEMV linears), batch 1, a cache of --cache_size slots; the step is decode_one_token
+at position P (the cache holds zeros; the fused caches' attention reads slots 0..P, so P sets the
+context it reads). "wall" runs the step without a CUDA graph, so it includes launches; "graph"
+replays the step captured in one CUDA graph (as --compile block decodes), so graph minus the
+kernels' sum is the time between kernels.
 
     python benchmarks/profile_decode_step.py --kv_caches int8-fused,fp8-fused,int4-fused --positions 130000
+    python benchmarks/profile_decode_step.py --scheme int8 --kv_caches model,prefix --positions 200 --cache_size 208
 """
 from __future__ import annotations
 
@@ -21,7 +24,27 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llama.generate import compile_blocks, decode_one_token  # noqa: E402
+from llama.kernels import gemv  # noqa: E402
 from llama.model import ARCHITECTURES, KV_CACHES, Transformer  # noqa: E402
+
+
+def graph_ms(step, steps: int) -> float:
+    """One decode step captured in a CUDA graph and replayed: its time per step with no launches."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    graph.replay()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        graph.replay()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps * 1e3
 
 
 def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.device) -> None:
@@ -30,6 +53,8 @@ def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.de
     with device:
         torch.manual_seed(0)
         model = Transformer(cfg).to(torch.bfloat16).eval()
+        if args.scheme != "none":
+            gemv.quantize_linears(model, args.scheme, args.group)
         model.setup_caches(1, args.cache_size, kv_cache=kv_cache)
     if compiled:
         compile_blocks(model)
@@ -51,11 +76,13 @@ def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.de
             for _ in range(args.steps):
                 step()
             sync()
+        graphed = f", graph {graph_ms(step, 10 * args.steps):.3f} ms/step" if cuda else ""
     kernel_us = (lambda e: e.device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
     events = sorted(prof.key_averages(), key=lambda e: -kernel_us(e))
     total_ms = sum(map(kernel_us, events)) / args.steps / 1e3
-    print(f"\n== cache {kv_cache} pos {pos} {'compiled' if compiled else 'eager'}: wall {wall_ms:.2f} ms/step, "
-          f"{'GPU kernels' if cuda else 'CPU ops'} {total_ms:.2f} ms/step ({args.layers} layers)")
+    print(f"\n== weights {args.scheme}, cache {kv_cache} pos {pos} {'compiled' if compiled else 'eager'}: "
+          f"wall {wall_ms:.3f} ms/step{graphed}, {'GPU kernels' if cuda else 'CPU ops'} {total_ms:.3f} ms/step "
+          f"({args.layers} layers)")
     for e in events[:args.top]:
         print(f"  {kernel_us(e) / args.steps / 1e3:8.3f} ms  x{e.count // args.steps:3d}  {e.key[:110]}")
 
@@ -67,6 +94,9 @@ def main(argv=None) -> None:
     p.add_argument("--kv_caches", default="int8-fused", help=f"comma list of {', '.join(KV_CACHES)}")
     p.add_argument("--positions", default="130000,200", help="comma list of decode positions")
     p.add_argument("--cache_size", type=int, default=131072)
+    p.add_argument("--scheme", default="none", choices=sorted(gemv.SCHEMES),
+                   help="weight-only linears of llama/kernels/gemv.py (none: the bf16 nn.Linear)")
+    p.add_argument("--group", type=int, default=128, help="int4 group size")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--top", type=int, default=10, help="kernels listed per case")
     p.add_argument("--device", default="cuda")

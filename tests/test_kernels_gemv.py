@@ -184,18 +184,78 @@ def test_int4_v2_kernel_is_exact_in_float32(monkeypatch, group, rows, n, k, conf
     assert rel_err(y.cpu(), ref) < 1e-5
 
 
+def _only_rowwise_kernel(monkeypatch, kernel):
+    """Take the other rowwise kernel away, so a test of one kernel fails if the other one ran."""
+    monkeypatch.setattr(gemv, "_int8_gemv_v2_kernel" if kernel == 1 else "_rowwise_gemv_kernel", None)
+
+
 @needs_kernels
-@pytest.mark.parametrize("kind", ["int8", "float8", "bf16", "int4"])
+@pytest.mark.parametrize("prefetch", [0, 1])
+@pytest.mark.parametrize("rows,n,k,config", [(1, 40, 512, [16, 128, 4]), (2, 70, 1024, [8, 512, 2]),
+                                             (3, 24, 1000, [4, 4096, 1]), (4, 36, 4096, [32, 4096, 8])])
+def test_int8_v2_kernel_is_exact_in_float32(monkeypatch, rows, n, k, config, prefetch):
+    # As the int4 v2 test: float32 x spanning 1e-3..1e3 (the powers-of-two rescaling and the +128
+    # bias must be exact across magnitudes) against the float64 product with the dequantized weight.
+    # N is not a multiple of BLOCK_N; K = 1000 is not a multiple of the requested BLOCK_K, which
+    # shrinks to the largest power of two dividing K (8); K = 512 takes 4 tiles, so the prefetching
+    # loop carries tiles across iterations; BLOCK_K = K = 4096 is one tile.
+    torch.manual_seed(n + k)
+    q, scale = quantize_rowwise(random_weight(n, k, seed=k), torch.int8)
+    x = torch.randn(rows, k) * 10 ** torch.empty(rows, k).uniform_(-3, 3)
+    ref = x.double() @ (q.double() * scale.double()[:, None]).T
+    _poisoned_out(monkeypatch)
+    _only_rowwise_kernel(monkeypatch, 2)
+    dev = KERNEL_DEVICE
+    y = gemv.rowwise_gemv(x.to(dev), q.to(dev), scale.to(dev), config=config + [prefetch, 2])
+    assert y.shape == (rows, n) and y.dtype == torch.float32
+    assert rel_err(y.cpu(), ref) < 1e-5
+
+
+@needs_kernels
+def test_int8_v2_from_gemv_configs_and_fallback_to_v1(monkeypatch):
+    # The entry's fifth field picks v2 for the model's calls (config=None); rows that can't be read
+    # as int32 words (K % 4 != 0, or an odd byte offset) run v1 instead.
+    dev = KERNEL_DEVICE
+    monkeypatch.setitem(gemv.GEMV_CONFIGS, "int8", (8, 128, 4, 1, 2))
+    x = torch.randn(2, 64)
+    q, scale = quantize_rowwise(random_weight(24, 64, seed=5), torch.int8)
+    ref = x.double() @ (q.double() * scale.double()[:, None]).T
+    with monkeypatch.context() as m:
+        _only_rowwise_kernel(m, 2)
+        assert rel_err(gemv.rowwise_gemv(x.to(dev), q.to(dev), scale.to(dev)).cpu(), ref) < 1e-5
+    _only_rowwise_kernel(monkeypatch, 1)
+    shifted = torch.empty(q.numel() + 1, dtype=torch.int8, device=dev)[1:].view(q.shape)
+    shifted.copy_(q)
+    assert rel_err(gemv.rowwise_gemv(x.to(dev), shifted, scale.to(dev)).cpu(), ref) < 1e-5
+    q66, s66 = quantize_rowwise(random_weight(24, 66, seed=6), torch.int8)
+    x66 = torch.randn(1, 66)
+    ref66 = x66.double() @ (q66.double() * s66.double()[:, None]).T
+    assert rel_err(gemv.rowwise_gemv(x66.to(dev), q66.to(dev), s66.to(dev)).cpu(), ref66) < 1e-5
+
+
+@needs_kernels
+def test_rowwise_v2_is_int8_only():
+    q, scale = quantize_rowwise(random_weight(8, 64), torch.float8_e4m3fn)
+    with pytest.raises(ValueError, match="kernel must be 1, or 2 for int8"):
+        gemv.rowwise_gemv(torch.randn(1, 64).to(KERNEL_DEVICE), q.to(KERNEL_DEVICE), scale.to(KERNEL_DEVICE),
+                          config=[8, 64, 4, 0, 2])
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["int8", "float8", "bf16", "int4", "int8-v2"])
 def test_prefetch_is_the_same_math(kind):
     # Prefetching only moves loads earlier: the same operations in the same order, so the same bits.
-    # K = 1000 (rowwise, last tile partial) and 1024 (int4) over 128-wide tiles: 8 iterations.
+    # K = 1000 (rowwise, last tile partial) and 1024 (int4, int8 v2) over 128-wide tiles: 8 iterations.
     torch.manual_seed(3)
     dev = KERNEL_DEVICE
-    x = torch.randn(2, 1000 if kind != "int4" else 1024).to(torch.bfloat16).to(dev)
+    x = torch.randn(2, 1000 if kind in ("int8", "float8", "bf16") else 1024).to(torch.bfloat16).to(dev)
     w = random_weight(24, x.shape[1], seed=3)
     if kind == "int4":
         q = [t.to(dev) for t in quantize_int4(w, 64)]
         off, on = (gemv.int4_gemv(x, *q, config=[8, 128, 4, 2, p]) for p in (0, 1))
+    elif kind == "int8-v2":
+        q = [t.to(dev) for t in quantize_rowwise(w, torch.int8)]
+        off, on = (gemv.rowwise_gemv(x, *q, config=[8, 128, 4, p, 2]) for p in (0, 1))
     else:
         q = [w.to(dev), None] if kind == "bf16" else [t.to(dev) for t in quantize_rowwise(w, WDTYPES[kind])]
         off, on = (gemv.rowwise_gemv(x, *q, config=[8, 128, 4, p]) for p in (0, 1))

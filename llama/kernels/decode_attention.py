@@ -43,13 +43,23 @@ DOT_BF16, DOT_FP16, DOT_FP32 = 0, 1, 2
 # Launch shapes (BLOCK_M query rows, BLOCK_N cache slots per tile, num_warps, num_stages, splits
 # per KV head). Decode is one query row per head group, so its tile is (16, BLOCK_N) and the cache
 # is cut into `splits` chunks per KV head (8 KV heads x 32 = 256 programs, ~2 per SM on an H100/H200)
-# merged by a combine kernel; prefill runs one program per BLOCK_M rows over the whole prefix.
+# merged by a combine kernel (fewer splits for a short cache: MIN_SLOTS_PER_SPLIT); prefill runs one
+# program per BLOCK_M rows over the whole prefix.
 # Decode shapes per format: the fastest at a 131072-token context on an H200
 # (benchmarks/long_context.py --kernel_sweep, docs/performance.md).
 DECODE_CONFIGS = {FMT_MODEL: (16, 64, 4, 2, 64), FMT_INT8: (16, 128, 4, 3, 32), FMT_FP8: (16, 128, 4, 3, 32),
                   FMT_INT4: (16, 128, 4, 2, 32)}
 PREFILL_CONFIG = (128, 64, 8, 3, 1)
 DECODE_MAX_ROWS = 16  # query rows (tokens x heads per KV head) up to which a call counts as decode
+# The configured splits suit long contexts. With a short cache most of them are empty, yet they
+# still cost partial buffers and a combine kernel (a 208-slot cache on an H200, 64 splits: ~4.0 us
+# attention + 2.75 us combine per layer; one split: 6.2 us, no combine). So each split covers at
+# least MIN_SLOTS_PER_SPLIT slots (2-4 tiles of BLOCK_N; a round pick, not swept): a cache under
+# 512 slots runs as one split with no combine; from 8192 slots the quantized formats keep all their
+# configured splits (bf16 K/V: 32 of 64 at 8192, 256 programs, still ~2 per SM).
+# The cap uses the cache's capacity (a host number), never the filled length, which lives on the
+# device: no host sync, and a captured CUDA graph stays valid as the cache fills.
+MIN_SLOTS_PER_SPLIT = 256
 
 
 # ----------------------------------------------------------------------------- quantize / dequantize (torch)
@@ -91,6 +101,12 @@ def attention_reference(q: Tensor, k: Tensor, v: Tensor, k_scale, v_scale, input
     vd = dequantize(v[:, :, :filled], None if v_scale is None else v_scale[:, :, :filled], fmt, q.dtype)
     mask = torch.arange(filled, device=q.device)[None, :] <= input_pos[:, None]
     return F.scaled_dot_product_attention(q, kd, vd, attn_mask=mask, enable_gqa=True)
+
+
+def decode_splits(configured: int, cache_slots: int) -> int:
+    """Splits per KV head for a cache of `cache_slots` slots: the configured ones, fewer where a
+    split would cover under MIN_SLOTS_PER_SPLIT slots, and at least 1."""
+    return max(1, min(configured, cache_slots // MIN_SLOTS_PER_SPLIT))
 
 
 # ----------------------------------------------------------------------------- Triton kernels
@@ -219,7 +235,10 @@ if triton is not None:
         rows = T * G
         decode = rows <= DECODE_MAX_ROWS
         block_m, block_n, warps, stages, splits = config or (DECODE_CONFIGS[fmt] if decode else PREFILL_CONFIG)
-        splits = num_splits or splits
+        if num_splits:
+            splits = num_splits
+        elif not config:  # an explicit num_splits or config (the sweep's) is run as given
+            splits = decode_splits(splits, k.shape[2])
         out = torch.empty(B, T, Hq, D, dtype=q.dtype, device=q.device)
         ks = k_scale if k_scale is not None else k  # unused when fmt == FMT_MODEL
         vs = v_scale if v_scale is not None else v
@@ -256,7 +275,8 @@ if triton is not None:
         """Triton path. q: (B, Hq, T, D) any strides with contiguous D; k/v: (B, Hkv, S, D or D/2)
         contiguous; scales (B, Hkv, S, n_groups) or None; input_pos: (T,) device tensor. Returns
         (B, Hq, T, D) as a transposed view of a contiguous (B, T, Hq, D) tensor (what wo wants).
-        config overrides DECODE_CONFIGS[fmt] / PREFILL_CONFIG (the sweep uses it)."""
+        config overrides DECODE_CONFIGS[fmt] / PREFILL_CONFIG (the sweep uses it); num_splits overrides
+        its splits. Either is run as given; without them a short cache gets fewer splits (decode_splits)."""
         return _prefix_attention(q, k, v, k_scale, v_scale, input_pos, fmt, num_splits, config).transpose(1, 2)
 
 

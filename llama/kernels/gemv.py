@@ -11,7 +11,8 @@ Registered as int8wo-triton, int4wo-triton-<group> and float8wo-triton in llama/
 benchmarks/decode_roofline.py measures them against torchao (docs/performance.md).
 
 Layouts (N outputs, K inputs):
-- rowwise: `qweight` (N, K) int8 or float8_e4m3fn, `scale` (N,) float32; w = q * scale.
+- rowwise: `qweight` (N, K) int8 or float8_e4m3fn, `scale` (N,) float32; w = q * scale. For int8 a
+  second kernel (v2) reads the same bytes as int32 words, as int4's v2 does.
 - int4: `qweight` (N, K // 2) uint8, input 2j in the low nibble and 2j + 1 in the high one;
   `scale` and `zero` (N, K // group_size) in the model dtype; w = q * scale + zero, q in 0..15.
   Two kernels read it: v1 unpacks bytes; v2 reads the same bytes as int32 words (little-endian, so
@@ -120,7 +121,10 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 # means 0; an int4 config of three fields takes kernel and prefetch from here; v1 ignores it.
 # On the H200 prefetch made all linears of a token 7% faster for int8 (56% -> 60% of the copy
 # bandwidth) and for int4 with groups of 128 (38% -> 41%); bf16 and float8 were not swept with it.
-GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 4, 1), "float8_e4m3fn": (4, 1024, 4), "int4": (32, 512, 2, 2, 1)}
+# int8 has a fifth field, the kernel: 1 (_rowwise_gemv_kernel, the default) or 2
+# (_int8_gemv_v2_kernel: int32 words, about half the instructions per byte in sm_90 code). On the
+# H200 v2 took all linears of a token from 3.00 to 2.42 ms (60% -> 74% of the copy bandwidth).
+GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 2, 0, 2), "float8_e4m3fn": (4, 1024, 4), "int4": (32, 512, 2, 2, 1)}
 MIN_PROGRAMS = 1024
 
 
@@ -177,6 +181,68 @@ if triton is not None:
         if HAS_SCALE:
             y = y * tl.load(scale_ptr + rn, mask=n_ok, other=0.0)
         tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=n_ok)
+
+    @triton.jit
+    def _split4(t):
+        # (..., 4) -> its four (...) slices in order (register renames, as _split8).
+        even, odd = tl.split(tl.reshape(t, t.shape[:-1] + [2, 2]))
+        t0, t2 = tl.split(even)
+        t1, t3 = tl.split(odd)
+        return t0, t1, t2, t3
+
+    @triton.jit
+    def _int8_words_load(w_ptr, rn_load, words_per_row, word, w0, MASKED: tl.constexpr):
+        # The weight words of the tile at word w0; MASKED: w0 may be past the row's end (all masked
+        # off then, and never used). Tiles never straddle the end (BLOCK_K divides K), so the mask
+        # is one value splatted to the tile (Triton's CPU interpreter takes no scalar mask): a
+        # per-element mask built from aranges compiles to layout conversions (shared memory,
+        # barriers) in the loop, as the sm_90 code of the int4 v2 kernel shows.
+        offs = rn_load[:, None] * words_per_row + (w0 + word)[None, :]
+        ok = tl.full(offs.shape, w0, tl.int32) < words_per_row if MASKED else None
+        return tl.load(w_ptr + offs, mask=ok, eviction_policy="evict_first")
+
+    @triton.jit
+    def _int8_gemv_v2_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K, words_per_row,
+                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr):
+        # int8 weights read as int32 words (4 inputs each, input 4j + i in bits 8i..8i+7), passed
+        # from the host so Triton sees them 16-byte aligned. BLOCK_K is a power of two dividing K
+        # (the caller checks). The int4 v2 kernel's trick, for bytes: XOR 0x80 makes each byte
+        # u = q + 128 in 1..255, and (u & (0xFF << b)) read as float32 bits is exactly
+        # u * 2**(b - 149) (below 2**24: subnormal or the first normal binade). x is multiplied by
+        # 2**(96 - b) (exact), so every product is u * x * 2**-53; y = 2**53 * sum(u x) - 128 sum(x).
+        # Per weight byte: one LOP3 and one FFMA, plus per word one XOR and one shift (byte 3, bits
+        # 24+ being the exponent), against about six instructions per byte in the rowwise kernel's
+        # int8 path. Exact unless |x| >= 2**32; |u x| < 2**-73 would lose relative precision.
+        WORDS: tl.constexpr = BLOCK_K // 4
+        m = tl.program_id(0)
+        rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rn_load = tl.minimum(rn, N - 1)  # rows past N reread the last row: no masks in the loop
+        word = tl.arange(0, WORDS)
+        i = tl.arange(0, 4)
+        byte_bit = tl.where(i < 3, 8 * i, 16)  # where input 4j + i sits once masked
+        x_scale = ((127 + 96 - byte_bit) << 23).to(tl.float32, bitcast=True)  # 2**(96 - bit)
+        acc = tl.zeros((BLOCK_N, WORDS), dtype=tl.float32)
+        x_sum = tl.zeros((WORDS,), dtype=tl.float32)
+        if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
+            w = _int8_words_load(w_ptr, rn_load, words_per_row, word, 0, False)
+        for w0 in range(0, words_per_row, WORDS):
+            if PREFETCH:  # the next tile's loads in flight while this one is summed
+                w_next = _int8_words_load(w_ptr, rn_load, words_per_row, word, w0 + WORDS, True)
+            else:
+                w = _int8_words_load(w_ptr, rn_load, words_per_row, word, w0, False)
+            x4 = tl.load(x_ptr + m * K + 4 * (w0 + word)[:, None] + i[None, :]).to(tl.float32)
+            x_sum += tl.sum(x4, axis=1)
+            x0, x1, x2, x3 = _split4(tl.broadcast_to((x4 * x_scale[None, :])[None, :, :], (BLOCK_N, WORDS, 4)))
+            u = w ^ -0x7F7F7F80  # 0x80808080 as int32: each byte q -> q + 128
+            acc = tl.fma((u & 0xFF).to(tl.float32, bitcast=True), x0, acc)
+            acc = tl.fma((u & 0xFF00).to(tl.float32, bitcast=True), x1, acc)
+            acc = tl.fma((u & 0xFF0000).to(tl.float32, bitcast=True), x2, acc)
+            acc = tl.fma(((u >> 8) & 0xFF0000).to(tl.float32, bitcast=True), x3, acc)
+            if PREFETCH:
+                w = w_next
+        y = tl.sum(acc, axis=1) * 2.0 ** 53 - 128.0 * tl.sum(x_sum, axis=0)
+        y = y * tl.load(scale_ptr + rn_load)
+        tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
 
     @triton.jit
     def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K,
@@ -314,9 +380,23 @@ if triton is not None:
         block_n, block_k, num_warps = _launch_shape(kind, n, config)
         fields = config if config is not None else GEMV_CONFIGS[kind]
         prefetch = len(fields) > 3 and bool(fields[3])
+        kernel = fields[4] if len(fields) > 4 else 1
+        if kernel not in (1, 2) or (kernel == 2 and qweight.dtype != torch.int8):
+            raise ValueError(f"rowwise GEMV kernel must be 1, or 2 for int8 weights; not {kernel} for {qweight.dtype}")
         x2 = x.reshape(-1, k).contiguous()
         y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
         grid = (x2.shape[0], triton.cdiv(n, block_n))
+        # v2 reads int32 words with no partial tiles: it needs K % 4 == 0, rows that view as int32
+        # (contiguous, 4-byte aligned), and takes the largest power-of-two BLOCK_K up to the
+        # config's that divides K; else v1 runs.
+        if kernel == 2 and k % 4 == 0 and qweight.is_contiguous() and qweight.storage_offset() % 4 == 0:
+            block_k = min(block_k, 1 << (k.bit_length() - 1))
+            while k % block_k:
+                block_k //= 2
+            wrap_triton(_int8_gemv_v2_kernel)[grid](x2, qweight.view(torch.int32), scale, y, n, k, k // 4,
+                                                    BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch,
+                                                    num_warps=num_warps)
+            return y.view(*x.shape[:-1], n)
         wrap_triton(_rowwise_gemv_kernel)[grid](x2, qweight, scale if scale is not None else qweight, y, n, k,
                                                 HAS_SCALE=scale is not None, IS_INT8=qweight.dtype == torch.int8,
                                                 BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch,
