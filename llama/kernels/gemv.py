@@ -122,7 +122,7 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 # On the H200 prefetch made all linears of a token 7% faster for int8 (56% -> 60% of the copy
 # bandwidth) and for int4 with groups of 128 (38% -> 41%); bf16 and float8 were not swept with it.
 # int8 has a fifth field, the kernel: 1 (_rowwise_gemv_kernel, the default) or 2
-# (_int8_gemv_v2_kernel: int32 words, about half the instructions per byte in sm_90 code). On the
+# (_int8_gemv_v2_kernel: int32 words, half the instructions per byte in sm_90 code). On the
 # H200 v2 took all linears of a token from 3.00 to 2.42 ms (60% -> 74% of the copy bandwidth).
 GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 2, 0, 2), "float8_e4m3fn": (4, 1024, 4), "int4": (32, 512, 2, 2, 1)}
 MIN_PROGRAMS = 1024
@@ -211,8 +211,9 @@ if triton is not None:
         # u * 2**(b - 149) (below 2**24: subnormal or the first normal binade). x is multiplied by
         # 2**(96 - b) (exact), so every product is u * x * 2**-53; y = 2**53 * sum(u x) - 128 sum(x).
         # Per weight byte: one LOP3 and one FFMA, plus per word one XOR and one shift (byte 3, bits
-        # 24+ being the exponent), against about six instructions per byte in the rowwise kernel's
-        # int8 path. Exact unless |x| >= 2**32; |u x| < 2**-73 would lose relative precision.
+        # 24+ being the exponent). Compiled for sm_90 at (8, 512, 2): 3.9 instructions per weight
+        # byte per thread in the loop, the rowwise kernel 8.0 (benchmarks/gemv_sass.py, triton 3.9).
+        # Exact unless |x| >= 2**32; |u x| < 2**-73 would lose relative precision.
         WORDS: tl.constexpr = BLOCK_K // 4
         m = tl.program_id(0)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)

@@ -1,0 +1,76 @@
+"""Instructions per weight byte in the main loop of the Triton GEMV kernels, from their sm_90 SASS.
+
+Compiles the kernels of llama/kernels/gemv.py for an H100/H200 (sm_90) on any machine, GPU or not
+(Triton ships ptxas and nvdisasm), and prints, for the largest basic block (the K loop), its
+instruction count per weight byte each thread handles per iteration, the opcode mix, and the
+barriers and shared-memory ops in it (a layout conversion of x inside the loop shows as BAR/LDS).
+Counts depend on the Triton version (the lent H200 has 3.6; the numbers in docs are from 3.9).
+
+    python benchmarks/gemv_sass.py
+"""
+from __future__ import annotations
+
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llama.kernels import gemv  # noqa: E402
+
+TOOLS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+ROWWISE = {"x_ptr": "*bf16", "w_ptr": "*i8", "scale_ptr": "*fp32", "y_ptr": "*bf16", "N": "i32", "K": "i32"}
+INT8_V2 = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*fp32", "y_ptr": "*bf16", "N": "i32", "K": "i32",
+           "words_per_row": "i32"}
+INT4_V2 = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*bf16", "zero_ptr": "*bf16", "y_ptr": "*bf16",
+           "N": "i32", "K": "i32", "words_per_row": "i32"}
+
+
+def compile_sm90(fn, signature: dict, constexprs: dict, num_warps: int):
+    # Pointers and sizes divisible by 16, as the launches on real shapes specialize them.
+    divisible = [(i,) for i, (name, ty) in enumerate(signature.items()) if ty.startswith("*") or name in ("K", "words_per_row")]
+    sig = dict(signature, **{name: "constexpr" for name in constexprs})
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs={i: [["tt.divisibility", 16]] for i in divisible})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+
+def loop_report(label: str, kernel, weight_bytes_per_thread: float) -> str:
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(kernel.asm["cubin"])
+    try:
+        sass = subprocess.run([str(TOOLS / "nvdisasm"), "-c", f.name], capture_output=True, text=True, check=True).stdout
+        usage = subprocess.run([str(TOOLS / "cuobjdump"), "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    finally:
+        os.unlink(f.name)
+    block = max(re.split(r"\n(?=\.L_x_\d+:)", sass), key=lambda b: len(b.splitlines()))
+    ops = collections.Counter(op.split(".")[0] for op in re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)", block))
+    n = sum(ops.values())
+    regs = re.search(r"REG:(\d+)", usage)
+    return (f"{label:34s} {n:4d} instr in the loop, {n / weight_bytes_per_thread:5.2f} per weight byte per thread; "
+            f"BAR {ops['BAR']} LDS {ops['LDS']}; regs {regs.group(1) if regs else '?'}\n"
+            f"{'':34s} {dict(ops.most_common(8))}")
+
+
+def main() -> None:
+    print(f"triton {triton.__version__}, sm_90")
+    for block_n, block_k, warps, prefetch in [(8, 512, 4, 1), (8, 512, 2, 0), (16, 1024, 8, 1)]:
+        consts = dict(BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch)
+        per_thread = block_n * block_k / (32 * warps)  # int8: one byte per weight
+        v1 = compile_sm90(gemv._rowwise_gemv_kernel, ROWWISE, dict(consts, HAS_SCALE=True, IS_INT8=True), warps)
+        print(loop_report(f"int8 v1 {(block_n, block_k, warps, prefetch)}", v1, per_thread))
+        v2 = compile_sm90(gemv._int8_gemv_v2_kernel, INT8_V2, consts, warps)
+        print(loop_report(f"int8 v2 {(block_n, block_k, warps, prefetch)}", v2, per_thread))
+    block_n, block_k, warps, _, prefetch = gemv.GEMV_CONFIGS["int4"]
+    v2 = compile_sm90(gemv._int4_gemv_v2_kernel, INT4_V2, dict(GROUP=128, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch), warps)
+    print(loop_report(f"int4 v2 g128 {(block_n, block_k, warps, prefetch)}", v2, block_n * block_k / 2 / (32 * warps)))
+
+
+if __name__ == "__main__":
+    main()
