@@ -93,8 +93,8 @@ eager_prefill = torch.compiler.set_stance("force_eager")(prefill)
 
 
 def decode_one_token(model: Transformer, token: Tensor, input_pos: Tensor, temperature: float,
-                     top_k: Optional[int]) -> Tensor:
-    return sample(model(token, input_pos)[:, -1], temperature, top_k)
+                     top_k: Optional[int], sample_fn: Callable = sample) -> Tensor:
+    return sample_fn(model(token, input_pos)[:, -1], temperature, top_k)
 
 
 def decode_loop(model: Transformer, decode_fn: Callable, temperature: float, top_k: Optional[int],
@@ -144,7 +144,7 @@ class GraphedDecode:
 
     def _step(self) -> None:
         # Device-only: the next token, its slot in `out` and the position move on inside the graph.
-        token = self.sample(self.model(self.token, self.pos)[:, -1], self.temperature, self.top_k)
+        token = decode_one_token(self.model, self.token, self.pos, self.temperature, self.top_k, self.sample)
         self.out.index_copy_(1, self.pos + 1, token)
         self.token.copy_(token)
         self.pos.add_(1)

@@ -184,7 +184,8 @@ if triton is not None:
 
     @triton.jit
     def _split4(t):
-        # (..., 4) -> its four (...) slices in order (register renames, as _split8).
+        # (..., 4) -> its four (...) slices in order; the last dim lies in one thread's registers,
+        # so this only renames registers.
         even, odd = tl.split(tl.reshape(t, t.shape[:-1] + [2, 2]))
         t0, t2 = tl.split(even)
         t1, t3 = tl.split(odd)
@@ -275,15 +276,10 @@ if triton is not None:
 
     @triton.jit
     def _split8(t):
-        # (..., 8) -> its eight (...) slices in order; the last dim lies in one thread's registers,
-        # so this only renames registers.
+        # (..., 8) -> its eight (...) slices in order (register renames, as _split4).
         even, odd = tl.split(tl.reshape(t, t.shape[:-1] + [4, 2]))
-        t04, t26 = tl.split(tl.reshape(even, even.shape[:-1] + [2, 2]))
-        t15, t37 = tl.split(tl.reshape(odd, odd.shape[:-1] + [2, 2]))
-        t0, t4 = tl.split(t04)
-        t2, t6 = tl.split(t26)
-        t1, t5 = tl.split(t15)
-        t3, t7 = tl.split(t37)
+        t0, t2, t4, t6 = _split4(even)
+        t1, t3, t5, t7 = _split4(odd)
         return t0, t1, t2, t3, t4, t5, t6, t7
 
     @triton.jit
@@ -365,6 +361,14 @@ if triton is not None:
         y = tl.sum(tl.sum(acc, axis=2), axis=1) + tl.sum(acc_zero, axis=1)
         tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
 
+    def _tiling_block(k: int, block_k: int, minimum: int = 1) -> int:
+        """The largest power of two up to block_k (but at least `minimum`) that divides K: tiles with
+        no partial last tile, for the kernels that read whole words or groups without masks."""
+        block_k = max(minimum, min(block_k, 1 << (k.bit_length() - 1)))
+        while k % block_k:
+            block_k //= 2
+        return block_k
+
     def _launch_shape(kind: str, n: int, config) -> tuple[int, int, int]:
         block_n, block_k, num_warps = (config or GEMV_CONFIGS[kind])[:3]
         if config is None:  # small matrices: narrower blocks, so every SM gets several programs
@@ -391,11 +395,9 @@ if triton is not None:
         # (contiguous, 4-byte aligned), and takes the largest power-of-two BLOCK_K up to the
         # config's that divides K; else v1 runs.
         if kernel == 2 and k % 4 == 0 and qweight.is_contiguous() and qweight.storage_offset() % 4 == 0:
-            block_k = min(block_k, 1 << (k.bit_length() - 1))
-            while k % block_k:
-                block_k //= 2
             wrap_triton(_int8_gemv_v2_kernel)[grid](x2, qweight.view(torch.int32), scale, y, n, k, k // 4,
-                                                    BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch,
+                                                    BLOCK_N=block_n, BLOCK_K=_tiling_block(k, block_k),
+                                                    PREFETCH=prefetch,
                                                     num_warps=num_warps)
             return y.view(*x.shape[:-1], n)
         wrap_triton(_rowwise_gemv_kernel)[grid](x2, qweight, scale if scale is not None else qweight, y, n, k,
@@ -419,9 +421,7 @@ if triton is not None:
         if kernel not in (1, 2):
             raise ValueError(f"int4 GEMV kernel must be 1 or 2, not {kernel}")
         group = k // scale.shape[1]
-        block_k = max(group, min(block_k, 1 << (k.bit_length() - 1)))
-        while k % block_k:  # the largest power-of-two block of whole groups that tiles K
-            block_k //= 2
+        block_k = _tiling_block(k, block_k, minimum=group)  # whole groups, no partial tile
         x2 = x.reshape(-1, k).contiguous()
         y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
         grid = (x2.shape[0], triton.cdiv(n, block_n))
