@@ -45,7 +45,8 @@ NO_OURS = "no ours path"  # in place of a scheme: the technique has a plain path
 # technique -> (torchao registry spec, our GEMV scheme, our int4 group). Scheme None: ours keeps
 # nn.Linear and only the decode path is ours.
 TECHNIQUE_PATHS = {
-    # cuBLAS's bf16 GEMVs beat our Triton one on an H200 (all linears of a token: 4.00 vs 4.45 ms).
+    # bf16 ours keeps nn.Linear (cuBLAS): on an H200 our best rowwise config beat cuBLAS on the GEMVs
+    # alone (3.94 vs 4.07 ms per token) but decoded slower (223.8 vs 239.0 tok/s); --ours_bf16 gemv.
     "bf16": ("none", None, None),
     "int8wo": ("int8wo", "int8", None),
     "float8wo": ("float8wo", "float8", None),
@@ -119,6 +120,8 @@ def generate(model, decoder, prompt, new_tokens, device):
 
 def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw):
     spec, scheme, group = TECHNIQUE_PATHS[technique]
+    if technique == "bf16" and args.ours_bf16 == "gemv":
+        scheme = "none"  # bf16 weights as they are, our rowwise GEMV kernel
     row = {"technique": technique, "path": path}
     if path == "ours" and scheme == NO_OURS:
         return None
@@ -218,6 +221,8 @@ def main(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.environ.get("OUT", "results/decode_roofline"))
+    p.add_argument("--ours_bf16", choices=("cublas", "gemv"), default="cublas",
+                   help="linears of bf16's ours path: nn.Linear (cuBLAS) or our rowwise GEMV kernel")
     p.add_argument("--gemv_configs", help="JSON of GEMV_CONFIGS entries to use instead of llama/kernels/gemv.py's "
                                           "(gemv_sweep.py writes OUT/gemv_configs.json)")
     args = p.parse_args(argv)

@@ -8,7 +8,8 @@ over enough copies of the weight to overflow L2, median.
 
 Two phases keep it to a few minutes on an H200:
   1. screen: the config grid on the two biggest matrices (output, w13), int4 with groups of 128;
-  2. deploy: the best few configs per kernel, plus today's GEMV_CONFIGS entry, each set as the
+  2. deploy: the best few configs per kernel, plus today's GEMV_CONFIGS entry (each with split-K
+     off and on, but int4 v1), each set as the
      GEMV_CONFIGS entry and called as the model calls it (config=None, so matrices with few rows get
      narrower blocks) on all five matrices; ranked by time per decode token (matrices x layers).
      int4 with groups of 128 also runs its candidates as given, without that narrowing.
@@ -66,13 +67,14 @@ def full_config(kind: str, config: tuple[int, ...], kernel: int | None = None, p
     """`config` with every field, as gemv reads it and as the sweep ranks and prints it: rowwise
     (BLOCK_N, BLOCK_K, num_warps, prefetch, kernel), int4 (BLOCK_N, BLOCK_K, num_warps, kernel,
     prefetch). kernel and prefetch replace the config's own; int4 v1 has no prefetch, so it is 0 there."""
+    split = (1,) if len(config) > 5 and config[5] else ()  # split-K (v2 kernels), only when on
     if kind != "int4":
         prefetch = (config[3] if len(config) > 3 else 0) if prefetch is None else prefetch
         kernel = kernel or (config[4] if len(config) > 4 else 1)
-        return tuple(config[:3]) + (prefetch, kernel)
+        return tuple(config[:3]) + (prefetch, kernel) + split
     kernel = kernel or (config if len(config) > 3 else gemv.GEMV_CONFIGS["int4"])[3]
     prefetch = (config[4] if len(config) > 4 else 0) if prefetch is None else prefetch
-    return tuple(config[:3]) + (kernel, prefetch if kernel == 2 else 0)
+    return tuple(config[:3]) + (kernel, prefetch if kernel == 2 else 0) + split
 
 
 def kernel_of(kind: str, config: tuple[int, ...]) -> int:
@@ -315,6 +317,9 @@ def main(argv=None):
     for kind in kinds:
         t0 = time.perf_counter()
         candidates[kind] = screen(sweep, kind, shapes, grids, top)
+        # Split-K only changes matrices with few blocks of rows, which the screen leaves out: every
+        # candidate that can split (all but int4 v1) goes to the deploy phase with it off and on.
+        candidates[kind] += [c + (1,) for c in candidates[kind] if len(c) == 5 and (kind != "int4" or kernel_of(kind, c) == 2)]
         print(f"screened {kind}: {len(candidates[kind])} candidates ({time.perf_counter() - t0:.0f} s)", flush=True)
     deployed_runs = []
     for kind in kinds:

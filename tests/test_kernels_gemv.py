@@ -263,6 +263,52 @@ def test_prefetch_is_the_same_math(kind):
 
 
 @needs_kernels
+@pytest.mark.parametrize("kind", ["int8", "int4", "float8"])
+@pytest.mark.parametrize("rows,n,k", [(1, 40, 2048), (3, 24, 1536)])
+def test_split_k_adds_up_to_one_split(monkeypatch, kind, rows, n, k):
+    # The sixth config field splits K over programs writing fp32 partial sums; for each kernel that
+    # splits (int8 v2, the rowwise kernel on float8, int4 v2) they must add up to the unsplit result.
+    # float32 x over 1e-3..1e3, so a split summing the wrong tiles, or a prefetch reading past its
+    # split's end, shows. K = 2048 over 256-input tiles: 8 splits; K = 1536: 6 tiles, so 2 splits
+    # (each split whole tiles).
+    torch.manual_seed(n + k)
+    x = (torch.randn(rows, k) * 10 ** torch.empty(rows, k).uniform_(-3, 3)).to(KERNEL_DEVICE)
+    w = random_weight(n, k, seed=k)
+    dev = KERNEL_DEVICE
+    splits = []
+    real_k_splits = gemv._k_splits
+    monkeypatch.setattr(gemv, "_k_splits", lambda *a: splits.append(real_k_splits(*a)) or splits[-1])
+    if kind == "int4":
+        q = [t.to(dev) for t in quantize_int4(w, 64)]
+        call = lambda prefetch, split: gemv.int4_gemv(x, *q, config=[8, 256, 4, 2, prefetch, split])
+    else:  # int8: the v2 kernel; float8: the rowwise one
+        q = [t.to(dev) for t in quantize_rowwise(w, WDTYPES[kind])]
+        kernel = 2 if kind == "int8" else 1
+        call = lambda prefetch, split: gemv.rowwise_gemv(x, *q, config=[8, 256, 4, prefetch, kernel, split])
+    for prefetch in (0, 1):
+        whole, split = call(prefetch, 0), call(prefetch, 1)
+        assert split.shape == whole.shape == (rows, n) and split.dtype == torch.float32
+        assert rel_err(split.cpu(), whole.cpu()) < 1e-6
+    assert splits == [8 if k == 2048 else 2] * 2
+
+
+@needs_kernels
+def test_split_k_from_gemv_configs_keeps_block_n(monkeypatch):
+    # As the model calls it (config=None): with the split field set, a matrix with few blocks of
+    # rows is split along K at full BLOCK_N; without it, BLOCK_N narrows (MIN_PROGRAMS).
+    seen = []
+    real_k_splits = gemv._k_splits
+    monkeypatch.setattr(gemv, "_k_splits",
+                        lambda n, words, block_n, tile: seen.append(block_n) or real_k_splits(n, words, block_n, tile))
+    monkeypatch.setitem(gemv.GEMV_CONFIGS, "int8", (32, 256, 4, 0, 2, 1))
+    q = [t.to(KERNEL_DEVICE) for t in quantize_rowwise(random_weight(64, 1024), torch.int8)]
+    x = torch.randn(1, 1024).to(torch.bfloat16).to(KERNEL_DEVICE)
+    y = gemv.rowwise_gemv(x, *q)
+    assert seen == [32] and y.dtype == torch.bfloat16
+    assert rel_err(y.cpu(), x.cpu().float() @ gemv.dequantize_rowwise(*[t.cpu() for t in q], torch.float32).T) < 1e-2
+
+
+@needs_kernels
 def test_int4_v2_falls_back_to_v1_where_words_do_not_fit(monkeypatch):
     # Groups of 4 split a 32-bit word, and packed bytes at an odd offset can't be read as int32.
     _only_int4_kernel(monkeypatch, 1)

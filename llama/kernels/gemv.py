@@ -17,6 +17,10 @@ Layouts (N outputs, K inputs):
   `scale` and `zero` (N, K // group_size) in the model dtype; w = q * scale + zero, q in 0..15.
   Two kernels read it: v1 unpacks bytes; v2 reads the same bytes as int32 words (little-endian, so
   word j holds inputs 8j..8j+7, input 8j + i in bits 4i..4i+3) and spends fewer instructions per byte.
+
+Split-K (GEMV_CONFIGS' sixth field): matrices with few rows split K across programs that write fp32
+partial sums, then added up with one torch sum (fused into the next kernel under torch.compile;
+deterministic, no atomics).
 """
 from __future__ import annotations
 
@@ -124,8 +128,15 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 # int8 has a fifth field, the kernel: 1 (_rowwise_gemv_kernel, the default) or 2
 # (_int8_gemv_v2_kernel: int32 words, half the instructions per byte in sm_90 code). On the
 # H200 v2 took all linears of a token from 3.00 to 2.42 ms (60% -> 74% of the copy bandwidth).
-GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 2, 0, 2), "float8_e4m3fn": (4, 1024, 4), "int4": (32, 512, 2, 2, 1)}
+# The rowwise kernels and int4 v2 take a sixth field, split-K (0 or 1): matrices with fewer than
+# MIN_PROGRAMS blocks of rows keep BLOCK_N and split K over up to MAX_SPLITS programs instead
+# (_k_splits), which add up their fp32 partial sums afterwards. On the H200, decoding with it, one
+# GPU, processes one after another: int8wo 324.3 -> 329.9 tok/s, int4wo-128 330.7 -> 332.4; for
+# float8 the GEMVs did not gain (2.401 vs 2.407 ms per token), so its entry leaves it off.
+GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 2, 0, 2, 1), "float8_e4m3fn": (4, 1024, 4),
+                "int4": (32, 512, 2, 2, 1, 1)}
 MIN_PROGRAMS = 1024
+MAX_SPLITS = 8
 
 
 def _config_key(weight_dtype: torch.dtype) -> str:
@@ -142,9 +153,10 @@ if triton is not None:
         return (i | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
 
     @triton.jit
-    def _rowwise_load(x_ptr, w_ptr, m, rn, n_ok, rk, k0, K):
-        # The x and weight tiles at k0; both all masked off once k0 >= K (no bytes read).
-        k_ok = k0 + rk < K
+    def _rowwise_load(x_ptr, w_ptr, m, rn, n_ok, rk, k0, K, k_end):
+        # The x and weight tiles at k0; both all masked off once k0 >= k_end, the end of this
+        # program's part of the row (no bytes read).
+        k_ok = k0 + rk < k_end
         x = tl.load(x_ptr + m * K + k0 + rk, mask=k_ok, other=0.0).to(tl.float32)
         w = tl.load(w_ptr + rn[:, None] * K + (k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :],
                     other=0.0, eviction_policy="evict_first")
@@ -153,23 +165,26 @@ if triton is not None:
     @triton.jit
     def _rowwise_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K,
                              HAS_SCALE: tl.constexpr, IS_INT8: tl.constexpr,
-                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr):
-        # Grid (rows of x, blocks of N): rows sharing a weight tile run next to each other,
-        # so a second row finds the tile in L2.
+                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
+                             SPLIT: tl.constexpr):
+        # Grid (rows of x, blocks of N, splits of K): rows sharing a weight tile run next to each
+        # other, so a second row finds the tile in L2.
         m = tl.program_id(0)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
         n_ok = rn < N
+        k_start, k_end = _split_range(K, BLOCK_K, SPLIT)
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
-            x, w = _rowwise_load(x_ptr, w_ptr, m, rn, n_ok, rk, 0, K)
-        for k0 in range(0, K, BLOCK_K):
+            x, w = _rowwise_load(x_ptr, w_ptr, m, rn, n_ok, rk, k_start, K, k_end)
+        for k0 in range(k_start, k_end, BLOCK_K):
             if PREFETCH:
                 # Issue the next tile's loads first, so they are in flight while this tile is
-                # converted and summed (Triton pipelines tl.dot operands only). Past K all masked off.
-                x_next, w_next = _rowwise_load(x_ptr, w_ptr, m, rn, n_ok, rk, k0 + BLOCK_K, K)
+                # converted and summed (Triton pipelines tl.dot operands only). Past the split's end
+                # all masked off.
+                x_next, w_next = _rowwise_load(x_ptr, w_ptr, m, rn, n_ok, rk, k0 + BLOCK_K, K, k_end)
             else:
-                x, w = _rowwise_load(x_ptr, w_ptr, m, rn, n_ok, rk, k0, K)
+                x, w = _rowwise_load(x_ptr, w_ptr, m, rn, n_ok, rk, k0, K, k_end)
             if IS_INT8:  # a new name: w itself is carried to the next iteration with its load type
                 wf = _exact_float(w.to(tl.int32) + 128) - 128.0
             else:
@@ -180,7 +195,7 @@ if triton is not None:
         y = tl.sum(acc, axis=1)
         if HAS_SCALE:
             y = y * tl.load(scale_ptr + rn, mask=n_ok, other=0.0)
-        tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=n_ok)
+        _store_split(y_ptr, y, m, rn, N)
 
     @triton.jit
     def _split4(t):
@@ -192,14 +207,35 @@ if triton is not None:
         return t0, t1, t2, t3
 
     @triton.jit
-    def _int8_words_load(w_ptr, rn_load, words_per_row, word, w0, MASKED: tl.constexpr):
-        # The weight words of the tile at word w0; MASKED: w0 may be past the row's end (all masked
-        # off then, and never used). Tiles never straddle the end (BLOCK_K divides K), so the mask
-        # is one value splatted to the tile (Triton's CPU interpreter takes no scalar mask): a
-        # per-element mask built from aranges compiles to layout conversions (shared memory,
-        # barriers) in the loop, as the sm_90 code of the int4 v2 kernel shows.
+    def _split_range(length, TILE: tl.constexpr, SPLIT: tl.constexpr = True):
+        # Split-K: program (m, n, s) of a grid with S splits sums elements [s, s + 1) * length / S
+        # of its rows, a whole number of tiles (the host checks); S = 1 is the whole row. The
+        # multiple_of hints keep the loads 16 bytes wide: without them Triton can't tell the tiles
+        # stay aligned, and the int8 loop grew from 250 to 279 sm_90 instructions (gemv_sass.py).
+        # SPLIT=False: (0, length), for rows that need not be whole tiles (the rowwise kernel).
+        if not SPLIT:
+            return 0, length
+        per_split = tl.multiple_of(length // tl.num_programs(2), TILE)
+        start = tl.multiple_of(tl.program_id(2) * per_split, TILE)
+        return start, start + per_split
+
+    @triton.jit
+    def _store_split(y_ptr, y, m, rn, N):
+        # Row m of split s goes to y[s, m]: with S = 1 that is y (rows, N) in x's dtype; with S > 1 an
+        # fp32 (S, rows, N) buffer of partial sums the host adds up (_reduce_splits).
+        row = tl.program_id(2) * tl.num_programs(0) + m
+        tl.store(y_ptr + row * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
+
+    @triton.jit
+    def _int8_words_load(w_ptr, rn_load, words_per_row, word, w0, w_end, MASKED: tl.constexpr):
+        # The weight words of the tile at word w0; MASKED: w0 may be at or past w_end, the end of this
+        # program's slice of the row (all masked off then, and never used). Tiles never straddle the
+        # end (BLOCK_K divides the slice), so the mask is one value splatted to the tile (Triton's
+        # CPU interpreter takes no scalar mask): a per-element mask built from aranges compiles to
+        # layout conversions (shared memory, barriers) in the loop, as the sm_90 code of the int4 v2
+        # kernel shows.
         offs = rn_load[:, None] * words_per_row + (w0 + word)[None, :]
-        ok = tl.full(offs.shape, w0, tl.int32) < words_per_row if MASKED else None
+        ok = tl.full(offs.shape, w0, tl.int32) < w_end if MASKED else None
         return tl.load(w_ptr + offs, mask=ok, eviction_policy="evict_first")
 
     @triton.jit
@@ -219,6 +255,7 @@ if triton is not None:
         m = tl.program_id(0)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         rn_load = tl.minimum(rn, N - 1)  # rows past N reread the last row: no masks in the loop
+        w_start, w_end = _split_range(words_per_row, WORDS)
         word = tl.arange(0, WORDS)
         i = tl.arange(0, 4)
         byte_bit = tl.where(i < 3, 8 * i, 16)  # where input 4j + i sits once masked
@@ -226,12 +263,12 @@ if triton is not None:
         acc = tl.zeros((BLOCK_N, WORDS), dtype=tl.float32)
         x_sum = tl.zeros((WORDS,), dtype=tl.float32)
         if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
-            w = _int8_words_load(w_ptr, rn_load, words_per_row, word, 0, False)
-        for w0 in range(0, words_per_row, WORDS):
+            w = _int8_words_load(w_ptr, rn_load, words_per_row, word, w_start, w_end, False)
+        for w0 in range(w_start, w_end, WORDS):
             if PREFETCH:  # the next tile's loads in flight while this one is summed
-                w_next = _int8_words_load(w_ptr, rn_load, words_per_row, word, w0 + WORDS, True)
+                w_next = _int8_words_load(w_ptr, rn_load, words_per_row, word, w0 + WORDS, w_end, True)
             else:
-                w = _int8_words_load(w_ptr, rn_load, words_per_row, word, w0, False)
+                w = _int8_words_load(w_ptr, rn_load, words_per_row, word, w0, w_end, False)
             x4 = tl.load(x_ptr + m * K + 4 * (w0 + word)[:, None] + i[None, :]).to(tl.float32)
             x_sum += tl.sum(x4, axis=1)
             x0, x1, x2, x3 = _split4(tl.broadcast_to((x4 * x_scale[None, :])[None, :, :], (BLOCK_N, WORDS, 4)))
@@ -244,7 +281,7 @@ if triton is not None:
                 w = w_next
         y = tl.sum(acc, axis=1) * 2.0 ** 53 - 128.0 * tl.sum(x_sum, axis=0)
         y = y * tl.load(scale_ptr + rn_load)
-        tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
+        _store_split(y_ptr, y, m, rn, N)
 
     @triton.jit
     def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K,
@@ -283,15 +320,15 @@ if triton is not None:
         return t0, t1, t2, t3, t4, t5, t6, t7
 
     @triton.jit
-    def _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w0,
+    def _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w0, w_end,
                       MASKED: tl.constexpr, WORDS: tl.constexpr):
-        # The weight words, scales and zeros of the tile at word w0. MASKED: w0 may be past the row's
-        # end (then all is masked off, and never used); the masks are constant over each 4 words, so
-        # the loads stay 16 bytes wide.
+        # The weight words, scales and zeros of the tile at word w0. MASKED: w0 may be at or past
+        # w_end, the end of this program's slice of the row (then all is masked off, and never used);
+        # the masks are constant over each 4 words, so the loads stay 16 bytes wide.
         w_ok, g_ok = None, None
         if MASKED:
-            w_ok = (w0 + word < words_per_row)[None, :, :]
-            g_ok = (w0 // WORDS + rg < n_groups)[None, :]
+            w_ok = (w0 + word < w_end)[None, :, :]
+            g_ok = (w0 // WORDS + rg < w_end // WORDS)[None, :]
         w = tl.load(w_ptr + rn_load[:, None, None] * words_per_row + (w0 + word)[None, :, :], mask=w_ok,
                     eviction_policy="evict_first")
         g = rn_load[:, None] * n_groups + (w0 // WORDS + rg)[None, :]
@@ -322,24 +359,25 @@ if triton is not None:
         rg = tl.arange(0, GROUPS)
         word = rg[:, None] * WORDS + tl.arange(0, WORDS)[None, :]
         n_groups = K // GROUP
+        w_start, w_end = _split_range(words_per_row, BLOCK_K // 8)
         i = tl.arange(0, 8)
         nibble_bit = tl.where(i < 6, 4 * i, 4 * i - 8)  # where input 8j + i sits once masked
         x_scale = ((127 + 96 - nibble_bit) << 23).to(tl.float32, bitcast=True)  # 2**(96 - bit)
         acc = tl.zeros((BLOCK_N, GROUPS, WORDS), dtype=tl.float32)
         acc_zero = tl.zeros((BLOCK_N, GROUPS), dtype=tl.float32)
         if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
-            w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, 0, False,
-                                    WORDS)
-        for w0 in range(0, words_per_row, BLOCK_K // 8):
+            w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w_start,
+                                    w_end, False, WORDS)
+        for w0 in range(w_start, w_end, BLOCK_K // 8):
             if PREFETCH:
                 # Issue the next tile's loads first, so they are in flight while this one is decoded
                 # (Triton pipelines tl.dot operands only). Past the row's end all masked off. x stays
                 # in the loop: it is small and L2-resident, and a second copy would cost registers.
                 w_next, s_next, z_next = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups,
-                                                       word, rg, w0 + BLOCK_K // 8, True, WORDS)
+                                                       word, rg, w0 + BLOCK_K // 8, w_end, True, WORDS)
             else:
                 w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w0,
-                                        False, WORDS)
+                                        w_end, False, WORDS)
             x8 = tl.load(x_ptr + m * K + 8 * (w0 + word)[:, :, None] + i[None, None, :]).to(tl.float32)
             x_group = tl.sum(tl.sum(x8, axis=2), axis=1)
             x0, x1, x2, x3, x4, x5, x6, x7 = _split8(
@@ -359,7 +397,7 @@ if triton is not None:
             if PREFETCH:
                 w, s, z = w_next, s_next, z_next
         y = tl.sum(tl.sum(acc, axis=2), axis=1) + tl.sum(acc_zero, axis=1)
-        tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
+        _store_split(y_ptr, y, m, rn, N)
 
     def _tiling_block(k: int, block_k: int, minimum: int = 1) -> int:
         """The largest power of two up to block_k (but at least `minimum`) that divides K: tiles with
@@ -369,12 +407,38 @@ if triton is not None:
             block_k //= 2
         return block_k
 
+    def _split_k(fields) -> bool:
+        return len(fields) > 5 and bool(fields[5])
+
     def _launch_shape(kind: str, n: int, config) -> tuple[int, int, int]:
-        block_n, block_k, num_warps = (config or GEMV_CONFIGS[kind])[:3]
-        if config is None:  # small matrices: narrower blocks, so every SM gets several programs
+        fields = config or GEMV_CONFIGS[kind]
+        block_n, block_k, num_warps = fields[:3]
+        # Small matrices: narrower blocks, so every SM gets several programs; with split-K the
+        # blocks keep their width and K is split instead (_k_splits).
+        if config is None and not _split_k(fields):
             while block_n > 4 and triton.cdiv(n, block_n) < MIN_PROGRAMS:
                 block_n //= 2
         return block_n, block_k, num_warps
+
+    def _k_splits(n: int, words_per_row: int, block_n: int, tile_words: int) -> int:
+        """Split-K for matrices with few blocks of rows: the most splits (a power of two up to
+        MAX_SPLITS) keeping the programs within MIN_PROGRAMS, each split a whole number of tiles.
+        Why: a program walks its K tiles one after another, a DRAM round trip each (prefetch hides
+        one); w2 (K = 14336) has 28 tiles of 512 per program, and split it ran at 2775 GB/s against
+        2422 narrowed (int8 v2, H200; docs/performance.md)."""
+        splits = 1
+        while (splits < MAX_SPLITS and triton.cdiv(n, block_n) * splits * 2 <= MIN_PROGRAMS
+               and words_per_row % (2 * splits * tile_words) == 0):
+            splits *= 2
+        return splits
+
+    def _split_output(rows: int, n: int, splits: int, x: Tensor) -> Tensor:
+        # One split writes y itself; more write fp32 partial sums, added up by _reduce_splits (in the
+        # compiled decode step that sum fuses into the next kernel: deterministic, no atomics).
+        return torch.empty(splits, rows, n, dtype=x.dtype if splits == 1 else torch.float32, device=x.device)
+
+    def _reduce_splits(y: Tensor, x: Tensor) -> Tensor:
+        return (y[0] if y.shape[0] == 1 else y.sum(0).to(x.dtype)).view(*x.shape[:-1], y.shape[-1])
 
     @triton_op("llama::rowwise_gemv", mutates_args={})
     def rowwise_gemv(x: Tensor, qweight: Tensor, scale: Tensor | None = None,
@@ -389,22 +453,26 @@ if triton is not None:
         if kernel not in (1, 2) or (kernel == 2 and qweight.dtype != torch.int8):
             raise ValueError(f"rowwise GEMV kernel must be 1, or 2 for int8 weights; not {kernel} for {qweight.dtype}")
         x2 = x.reshape(-1, k).contiguous()
-        y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
         grid = (x2.shape[0], triton.cdiv(n, block_n))
         # v2 reads int32 words with no partial tiles: it needs K % 4 == 0, rows that view as int32
         # (contiguous, 4-byte aligned), and takes the largest power-of-two BLOCK_K up to the
         # config's that divides K; else v1 runs.
         if kernel == 2 and k % 4 == 0 and qweight.is_contiguous() and qweight.storage_offset() % 4 == 0:
-            wrap_triton(_int8_gemv_v2_kernel)[grid](x2, qweight.view(torch.int32), scale, y, n, k, k // 4,
-                                                    BLOCK_N=block_n, BLOCK_K=_tiling_block(k, block_k),
-                                                    PREFETCH=prefetch,
-                                                    num_warps=num_warps)
-            return y.view(*x.shape[:-1], n)
-        wrap_triton(_rowwise_gemv_kernel)[grid](x2, qweight, scale if scale is not None else qweight, y, n, k,
-                                                HAS_SCALE=scale is not None, IS_INT8=qweight.dtype == torch.int8,
-                                                BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch,
-                                                num_warps=num_warps)
-        return y.view(*x.shape[:-1], n)
+            block_k = _tiling_block(k, block_k)
+            splits = _k_splits(n, k // 4, block_n, block_k // 4) if _split_k(fields) else 1
+            y = _split_output(x2.shape[0], n, splits, x)
+            wrap_triton(_int8_gemv_v2_kernel)[grid + (splits,)](x2, qweight.view(torch.int32), scale, y, n, k, k // 4,
+                                                                BLOCK_N=block_n, BLOCK_K=block_k,
+                                                                PREFETCH=prefetch, num_warps=num_warps)
+            return _reduce_splits(y, x)
+        splits = _k_splits(n, k, block_n, block_k) if _split_k(fields) else 1
+        y = _split_output(x2.shape[0], n, splits, x)
+        wrap_triton(_rowwise_gemv_kernel)[grid + (splits,)](x2, qweight, scale if scale is not None else qweight, y,
+                                                            n, k, HAS_SCALE=scale is not None,
+                                                            IS_INT8=qweight.dtype == torch.int8, BLOCK_N=block_n,
+                                                            BLOCK_K=block_k, PREFETCH=prefetch, SPLIT=splits > 1,
+                                                            num_warps=num_warps)
+        return _reduce_splits(y, x)
 
     @triton_op("llama::int4_gemv", mutates_args={})
     def int4_gemv(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor,
@@ -423,17 +491,19 @@ if triton is not None:
         group = k // scale.shape[1]
         block_k = _tiling_block(k, block_k, minimum=group)  # whole groups, no partial tile
         x2 = x.reshape(-1, k).contiguous()
-        y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
         grid = (x2.shape[0], triton.cdiv(n, block_n))
         # v2 reads whole int32 words inside one group: it needs group % 8 == 0 (groups of 2 or 4
         # split a word) and rows that view as int32 (contiguous, 4-byte aligned); else v1 runs.
         if kernel == 2 and group % 8 == 0 and packed.is_contiguous() and packed.storage_offset() % 4 == 0:
-            wrap_triton(_int4_gemv_v2_kernel)[grid](x2, packed.view(torch.int32), scale, zero, y, n, k, k // 8,
-                                                    GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k,
-                                                    PREFETCH=prefetch, num_warps=num_warps)
-        else:
-            wrap_triton(_int4_gemv_kernel)[grid](x2, packed, scale, zero, y, n, k, GROUP=group, BLOCK_N=block_n,
-                                                 BLOCK_K=block_k, num_warps=num_warps)
+            splits = _k_splits(n, k // 8, block_n, block_k // 8) if _split_k(fields) else 1
+            y = _split_output(x2.shape[0], n, splits, x)
+            wrap_triton(_int4_gemv_v2_kernel)[grid + (splits,)](x2, packed.view(torch.int32), scale, zero, y, n, k,
+                                                                k // 8, GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k,
+                                                                PREFETCH=prefetch, num_warps=num_warps)
+            return _reduce_splits(y, x)
+        y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)  # v1: no split-K
+        wrap_triton(_int4_gemv_kernel)[grid](x2, packed, scale, zero, y, n, k, GROUP=group, BLOCK_N=block_n,
+                                             BLOCK_K=block_k, num_warps=num_warps)
         return y.view(*x.shape[:-1], n)
 
 
