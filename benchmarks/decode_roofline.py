@@ -230,14 +230,9 @@ def main(argv=None):
         return print_table([json.loads(line) for line in open(args.table_from)])
     if args.gemv_configs:
         try:
-            picked = {kind: tuple(config) for kind, config in json.load(open(args.gemv_configs)).items()}
-        except (OSError, ValueError, AttributeError, TypeError) as e:
-            p.error(f"--gemv_configs {args.gemv_configs}: not a JSON object of GEMV_CONFIGS entries ({e})")
-        unknown = set(picked) - set(gemv.GEMV_CONFIGS)
-        if unknown:
-            p.error(f"--gemv_configs: unknown weight kinds {sorted(unknown)}; known: {', '.join(gemv.GEMV_CONFIGS)}")
-        gemv.GEMV_CONFIGS.update(picked)
-        print(f"GEMV_CONFIGS from {args.gemv_configs}: {gemv.GEMV_CONFIGS}", flush=True)
+            print(f"GEMV_CONFIGS from {args.gemv_configs}: {gemv.apply_configs(args.gemv_configs)}", flush=True)
+        except ValueError as e:
+            p.error(f"--gemv_configs {e}")
     runs = ([tuple(r.split(":")) for r in args.runs.split(",")] if args.runs else
             [(t, path) for t in args.techniques.split(",") for path in args.paths.split(",")])
     if any(len(r) != 2 or r[1] not in ("plain", "ours") for r in runs):

@@ -100,7 +100,13 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--top", type=int, default=10, help="kernels listed per case")
     p.add_argument("--device", default="cuda")
+    p.add_argument("--gemv_configs", help="JSON of GEMV_CONFIGS entries to use (gemv_sweep.py writes OUT/gemv_configs.json)")
     args = p.parse_args(argv)
+    if args.gemv_configs:
+        try:
+            print(f"GEMV_CONFIGS from {args.gemv_configs}: {gemv.apply_configs(args.gemv_configs)}", flush=True)
+        except ValueError as e:
+            p.error(f"--gemv_configs {e}")
     unknown = [c for c in args.kv_caches.split(",") if c not in KV_CACHES]
     if unknown:
         p.error(f"unknown KV cache(s) {unknown}; known: {', '.join(KV_CACHES)}")

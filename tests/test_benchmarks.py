@@ -61,3 +61,28 @@ def test_sm90_instruction_counts():
     assert per_byte["int8 v2 (8, 512, 2, 0)"] < 0.6 * per_byte["int8 v1 (8, 512, 2, 0)"], per_byte
     # 3.92 now; 4.36 when the split-K start hid the tiles' alignment (docs/performance.md)
     assert per_byte["int8 v2 (8, 512, 2, 0)"] < 4.1 and len(per_byte) == 8, per_byte
+
+
+@pytest.mark.parametrize("text,message", [("[1, 2]", "not a JSON object"), ('{"int9": [8, 512, 2]}', "unknown weight kinds"),
+                                          ('{"int8": [8, 512]}', "at least"), ("{", "not a JSON object")])
+def test_gemv_configs_file_errors_are_usage_errors(tmp_path, capsys, text, message):
+    # Both scripts that take --gemv_configs read it through gemv.apply_configs: a bad file is a usage
+    # error (exit 2) that names the problem, and GEMV_CONFIGS is left as it was.
+    import decode_roofline
+    import profile_decode_step
+    path = tmp_path / "configs.json"
+    path.write_text(text)
+    before = dict(gemv.GEMV_CONFIGS)
+    for script, extra in ((decode_roofline, ["--device", "cpu", "--model", "tiny"]),
+                          (profile_decode_step, ["--device", "cpu", "--model", "tiny"])):
+        with pytest.raises(SystemExit) as e:
+            script.main(extra + ["--gemv_configs", str(path)])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert gemv.GEMV_CONFIGS == before
+
+
+def test_gemv_configs_file_applies(tmp_path, monkeypatch):
+    monkeypatch.setattr(gemv, "GEMV_CONFIGS", dict(gemv.GEMV_CONFIGS))
+    path = tmp_path / "configs.json"
+    path.write_text('{"int8": [4, 1024, 2, 0, 2, 1]}')
+    assert gemv.apply_configs(str(path))["int8"] == (4, 1024, 2, 0, 2, 1) == gemv.GEMV_CONFIGS["int8"]

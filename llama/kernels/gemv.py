@@ -24,6 +24,7 @@ deterministic, no atomics).
 """
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 import torch
@@ -137,6 +138,22 @@ GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 2, 0, 2, 1), "float8_
                 "int4": (32, 512, 2, 2, 1, 1)}
 MIN_PROGRAMS = 1024
 MAX_SPLITS = 8
+
+
+def apply_configs(path: str) -> dict:
+    """Replace GEMV_CONFIGS entries with those of a JSON object {kind: config} (gemv_sweep.py writes
+    OUT/gemv_configs.json); returns the entries now in effect. ValueError says what is wrong with it."""
+    try:
+        picked = {kind: tuple(int(v) for v in config) for kind, config in json.load(open(path)).items()}
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"{path}: not a JSON object of GEMV_CONFIGS entries ({e})") from None
+    unknown = set(picked) - set(GEMV_CONFIGS)
+    if unknown:
+        raise ValueError(f"{path}: unknown weight kinds {sorted(unknown)}; known: {', '.join(GEMV_CONFIGS)}")
+    if any(len(config) < 3 for config in picked.values()):
+        raise ValueError(f"{path}: each entry needs at least (BLOCK_N, BLOCK_K, num_warps)")
+    GEMV_CONFIGS.update(picked)
+    return dict(GEMV_CONFIGS)
 
 
 def _config_key(weight_dtype: torch.dtype) -> str:
