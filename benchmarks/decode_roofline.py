@@ -55,6 +55,12 @@ TECHNIQUE_PATHS = {
 }
 
 
+def technique_paths(args) -> dict:
+    """TECHNIQUE_PATHS as this run takes them: --ours_bf16 gemv puts bf16's ours path on our rowwise
+    GEMV kernel (scheme "none": the bf16 weights as they are)."""
+    return dict(TECHNIQUE_PATHS, bf16=("none", "none", None)) if args.ours_bf16 == "gemv" else TECHNIQUE_PATHS
+
+
 # ----------------------------------------------------------------------------- measuring
 
 def sync(device):
@@ -119,9 +125,7 @@ def generate(model, decoder, prompt, new_tokens, device):
 
 
 def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw):
-    spec, scheme, group = TECHNIQUE_PATHS[technique]
-    if technique == "bf16" and args.ours_bf16 == "gemv":
-        scheme = "none"  # bf16 weights as they are, our rowwise GEMV kernel
+    spec, scheme, group = technique_paths(args)[technique]
     row = {"technique": technique, "path": path}
     if path == "ours" and scheme == NO_OURS:
         return None

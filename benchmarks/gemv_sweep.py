@@ -63,22 +63,22 @@ def linear_shapes(arch) -> dict[str, tuple[int, int, int]]:
             "w2": (arch.dim, arch.intermediate_size, arch.n_layers), "output": (arch.vocab_size, arch.dim, 1)}
 
 
-def full_config(kind: str, config: tuple[int, ...], kernel: int | None = None, prefetch: int | None = None):
-    """`config` with every field, as gemv reads it and as the sweep ranks and prints it: rowwise
+def full_config(kind: str, config: tuple[int, ...], kernel: int | None = None, prefetch: int | None = None,
+                split: int | None = None) -> tuple[int, ...]:
+    """`config` with every field (gemv.gemv_config), as the sweep ranks and prints it: rowwise
     (BLOCK_N, BLOCK_K, num_warps, prefetch, kernel), int4 (BLOCK_N, BLOCK_K, num_warps, kernel,
-    prefetch). kernel and prefetch replace the config's own; int4 v1 has no prefetch, so it is 0 there."""
-    split = (1,) if len(config) > 5 and config[5] else ()  # split-K (v2 kernels), only when on
-    if kind != "int4":
-        prefetch = (config[3] if len(config) > 3 else 0) if prefetch is None else prefetch
-        kernel = kernel or (config[4] if len(config) > 4 else 1)
-        return tuple(config[:3]) + (prefetch, kernel) + split
-    kernel = kernel or (config if len(config) > 3 else gemv.GEMV_CONFIGS["int4"])[3]
-    prefetch = (config[4] if len(config) > 4 else 0) if prefetch is None else prefetch
-    return tuple(config[:3]) + (kernel, prefetch if kernel == 2 else 0) + split
+    prefetch), then split-K only when on. kernel, prefetch and split replace the config's own; int4
+    v1 has neither prefetch nor split, so both are 0 there."""
+    overrides = {"kernel": kernel, "prefetch": prefetch, "split": split}
+    c = gemv.gemv_config(kind, config)._replace(**{f: v for f, v in overrides.items() if v is not None})
+    if kind == "int4" and c.kernel == 1:
+        c = c._replace(prefetch=0, split=0)
+    order = (c.kernel, c.prefetch) if kind == "int4" else (c.prefetch, c.kernel)
+    return (c.block_n, c.block_k, c.num_warps, *order) + ((1,) if c.split else ())
 
 
 def kernel_of(kind: str, config: tuple[int, ...]) -> int:
-    return config[3] if kind == "int4" else config[4]
+    return gemv.gemv_config(kind, config).kernel
 
 
 def screen_grid(kind: str, kernel: int | None) -> list[tuple[int, ...]]:
@@ -98,8 +98,8 @@ def screen_grid(kind: str, kernel: int | None) -> list[tuple[int, ...]]:
         grid = itertools.product((4, 8, 16, 32), (512, 1024, 2048, 4096), (2, 4, 8))
         per_thread = {c: c[0] * c[1] // 4 // (32 * c[2]) for c in grid}  # int32 words per thread
         shapes = [c for c, e in per_thread.items() if 8 <= e <= 64]
-        return ([full_config(kind, c, kernel, 0) for c in shapes]
-                + [full_config(kind, c, kernel, 1) for c in shapes if per_thread[c] <= 32])
+        return ([full_config(kind, c, kernel, 0, 0) for c in shapes]
+                + [full_config(kind, c, kernel, 1, 0) for c in shapes if per_thread[c] <= 32])
     if kind != "int4":
         grid = itertools.product((4, 8, 16, 32), (256, 512, 1024), (4, 8))
     else:
@@ -108,8 +108,8 @@ def screen_grid(kind: str, kernel: int | None) -> list[tuple[int, ...]]:
     per_thread = {c: c[0] * c[1] // inputs_per_element // (32 * c[2]) for c in grid}
     shapes = [c for c, e in per_thread.items() if 16 <= e <= 64]
     prefetched = [c for c in shapes if per_thread[c] <= 32] if kernel != 1 else []
-    return ([full_config(kind, c, kernel, 0) for c in shapes]
-            + [full_config(kind, c, kernel, 1) for c in prefetched])
+    return ([full_config(kind, c, kernel, 0, 0) for c in shapes]
+            + [full_config(kind, c, kernel, 1, 0) for c in prefetched])
 
 
 # (BLOCK_N, BLOCK_K, num_warps, prefetch); prefetch on first, as ties rank in order (top 1 deploys it)
@@ -142,10 +142,11 @@ class Case:
         n_copies = math.ceil(L2_OVERFLOW_BYTES / self.nbytes) if copies else 1
         self.copies = [self.q] + [tuple(None if t is None else t.clone() for t in self.q) for _ in range(n_copies - 1)]
 
-    def __call__(self, q, config):
+    def __call__(self, q, config, x=None):
+        x = self.x if x is None else x
         if self.kind == "int4":
-            return gemv.int4_gemv(self.x, *q, config=config)
-        return gemv.rowwise_gemv(self.x, q[0], q[1], config=config)
+            return gemv.int4_gemv(x, *q, config=config)
+        return gemv.rowwise_gemv(x, q[0], q[1], config=config)
 
 
 @contextlib.contextmanager
@@ -300,7 +301,7 @@ def main(argv=None):
     top = 1 if args.smoke else args.top
     grids = {fam: screen_grid(*fam) for kind in kinds for fam in families(kind)}
     if args.smoke:
-        grids = {fam: list(dict.fromkeys(full_config(fam[0], c[:3], fam[1], c[3]) for c in SMOKE_GRID)) for fam in grids}
+        grids = {fam: list(dict.fromkeys(full_config(fam[0], c[:3], fam[1], c[3], 0) for c in SMOKE_GRID)) for fam in grids}
         gemv.MIN_PROGRAMS = 16  # tiny matrices: fewer narrowed blocks, fewer interpreted programs
     import triton
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (Triton interpreter)"
@@ -319,7 +320,8 @@ def main(argv=None):
         candidates[kind] = screen(sweep, kind, shapes, grids, top)
         # Split-K only changes matrices with few blocks of rows, which the screen leaves out: every
         # candidate that can split (all but int4 v1) goes to the deploy phase with it off and on.
-        candidates[kind] += [c + (1,) for c in candidates[kind] if len(c) == 5 and (kind != "int4" or kernel_of(kind, c) == 2)]
+        candidates[kind] = list(dict.fromkeys(full_config(kind, c, split=split) for c in candidates[kind]
+                                              for split in (0, 1)))
         print(f"screened {kind}: {len(candidates[kind])} candidates ({time.perf_counter() - t0:.0f} s)", flush=True)
     deployed_runs = []
     for kind in kinds:
@@ -338,8 +340,8 @@ def main(argv=None):
         lines += run.report(copy_bw, today[run.kind])
         if run.best() is not None and run.narrow and run.group in (None, SCREEN_GROUP):
             recommended[run.kind] = run.best()
-    lines += ["", f"Recommended (int4: the best with groups of {SCREEN_GROUP}, its fourth field the kernel, last prefetch; "
-                  "rowwise: fourth prefetch, last the kernel):",
+    lines += ["", f"Recommended (int4: the best with groups of {SCREEN_GROUP}, its fourth field the kernel, fifth prefetch; "
+                  "rowwise: fourth prefetch, fifth the kernel; a sixth, 1, is split-K):",
               "GEMV_CONFIGS = {" + ", ".join(f"{k!r}: {v!r}" for k, v in recommended.items()) + "}"]
     for kind in ("int4", "int8"):  # the v2 kernels view their weights as int32: that must trace
         v2_best = next((run.best(kernel=2) for run in deployed_runs
@@ -365,7 +367,7 @@ def compile_check(kind, config, shape, device, sweep: Sweep) -> str:
     try:
         with deployed(kind, config):
             eager = case(case.q, None)
-            compiled = torch.compile(lambda x: case(case.q, None), fullgraph=True)
+            compiled = torch.compile(lambda x: case(case.q, None, x), fullgraph=True)
             compiled(case.x)  # compile outside the capture
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):

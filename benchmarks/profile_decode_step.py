@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llama.generate import compile_blocks, decode_one_token  # noqa: E402
+from llama.generate import INDUCTOR_CONFIG, compile_step, decode_one_token, sample  # noqa: E402
 from llama.kernels import gemv  # noqa: E402
 from llama.model import ARCHITECTURES, KV_CACHES, Transformer  # noqa: E402
 
@@ -53,17 +53,16 @@ def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.de
     with device:
         torch.manual_seed(0)
         model = Transformer(cfg).to(torch.bfloat16).eval()
-        if args.scheme != "none":
+        if args.scheme != "linear":
             gemv.quantize_linears(model, args.scheme, args.group)
         model.setup_caches(1, args.cache_size, kv_cache=kv_cache)
-    if compiled:
-        compile_blocks(model)
+    sample_fn = compile_step(model) if compiled else sample  # as GraphedDecode compiles the step
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     token = torch.zeros(1, 1, dtype=torch.long, device=device)
     input_pos = torch.tensor([pos], device=device)
-    step = lambda: decode_one_token(model, token, input_pos, 0.0, None)  # noqa: E731
-    with torch.no_grad():
+    step = lambda: decode_one_token(model, token, input_pos, 0.0, None, sample_fn)  # noqa: E731
+    with torch.no_grad(), torch._inductor.config.patch(INDUCTOR_CONFIG):  # as llama.generate compiles
         for _ in range(3):  # compile and warm up
             step()
         sync()
@@ -94,8 +93,9 @@ def main(argv=None) -> None:
     p.add_argument("--kv_caches", default="int8-fused", help=f"comma list of {', '.join(KV_CACHES)}")
     p.add_argument("--positions", default="130000,200", help="comma list of decode positions")
     p.add_argument("--cache_size", type=int, default=131072)
-    p.add_argument("--scheme", default="none", choices=sorted(gemv.SCHEMES),
-                   help="weight-only linears of llama/kernels/gemv.py (none: the bf16 nn.Linear)")
+    p.add_argument("--scheme", default="linear", choices=["linear", *gemv.SCHEMES],
+                   help="linear: the bf16 nn.Linear; else our GEMV linears of llama/kernels/gemv.py with that "
+                        "scheme (none: bf16 weights on our kernel)")
     p.add_argument("--group", type=int, default=128, help="int4 group size")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--top", type=int, default=10, help="kernels listed per case")

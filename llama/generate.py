@@ -119,6 +119,16 @@ def compile_blocks(model: Transformer) -> None:
     model.norm.compile()
 
 
+def compile_step(model: Transformer) -> Callable:
+    """--compile block's compiling: the blocks (compile_blocks) and the sampling; returns the
+    compiled sample function for decode_one_token."""
+    compile_blocks(model)
+    # Eager, greedy sampling is one single-block ATen argmax over the whole vocabulary (29-36 us per
+    # token at 128256 entries on an H200); inductor splits the reduction (a few us).
+    # dynamic=False: the logits' shape, temperature and top_k are fixed for the decoder's life.
+    return torch.compile(sample, dynamic=False)
+
+
 class GraphedDecode:
     """--compile block: each TransformerBlock compiled once with mode "default" (one compiled block
     serves every layer, so warm-up takes seconds, not the minutes of compiling the whole step with
@@ -130,13 +140,7 @@ class GraphedDecode:
 
     def __init__(self, model: Transformer, temperature: float, top_k: Optional[int], compiled: bool = True):
         self.model, self.temperature, self.top_k, self.graph = model, temperature, top_k, None
-        self.sample = sample
-        if compiled:
-            compile_blocks(model)
-            # Eager, greedy sampling is one single-block ATen argmax over the whole vocabulary (29-36 us
-            # per token at 128256 entries on an H200); inductor splits the reduction (a few us).
-            # dynamic=False: the logits' shape, temperature and top_k are fixed for the decoder's life.
-            self.sample = torch.compile(sample, dynamic=False)
+        self.sample = compile_step(model) if compiled else sample
         device = model.tok_embeddings.weight.device
         self.token = torch.zeros(model.max_batch_size, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)

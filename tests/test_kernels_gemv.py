@@ -20,7 +20,6 @@ KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_kernels = pytest.mark.skipif(gemv.triton is None or not (torch.cuda.is_available() or INTERPRET),
                                    reason="Triton GEMV needs CUDA, or TRITON_INTERPRET=1 with triton installed")
 
-WDTYPES = {"int8": torch.int8, "float8": torch.float8_e4m3fn}
 # Relative error of the quantized weight itself, for Gaussian weights: what each technique costs.
 WEIGHT_ERROR = {"int8": 0.02, "float8": 0.05, "int4-32": 0.12, "int4-128": 0.15}
 
@@ -257,7 +256,7 @@ def test_prefetch_is_the_same_math(kind):
         q = [t.to(dev) for t in quantize_rowwise(w, torch.int8)]
         off, on = (gemv.rowwise_gemv(x, *q, config=[8, 128, 4, p, 2]) for p in (0, 1))
     else:
-        q = [w.to(dev), None] if kind == "bf16" else [t.to(dev) for t in quantize_rowwise(w, WDTYPES[kind])]
+        q = [w.to(dev), None] if kind == "bf16" else [t.to(dev) for t in quantize_rowwise(w, gemv.SCHEMES[kind])]
         off, on = (gemv.rowwise_gemv(x, *q, config=[8, 128, 4, p]) for p in (0, 1))
     assert torch.equal(on, off)
 
@@ -282,7 +281,7 @@ def test_split_k_adds_up_to_one_split(monkeypatch, kind, rows, n, k):
         q = [t.to(dev) for t in quantize_int4(w, 64)]
         call = lambda prefetch, split: gemv.int4_gemv(x, *q, config=[8, 256, 4, 2, prefetch, split])
     else:  # int8: the v2 kernel; float8: the rowwise one
-        q = [t.to(dev) for t in quantize_rowwise(w, WDTYPES[kind])]
+        q = [t.to(dev) for t in quantize_rowwise(w, gemv.SCHEMES[kind])]
         kernel = 2 if kind == "int8" else 1
         call = lambda prefetch, split: gemv.rowwise_gemv(x, *q, config=[8, 256, 4, prefetch, kernel, split])
     for prefetch in (0, 1):
@@ -355,3 +354,14 @@ def test_dequantize_in_row_chunks_matches_whole(monkeypatch):
     whole = (q.view(30, -1, 32) * scale.float()[..., None] + zero.float()[..., None]).view(30, -1).to(torch.bfloat16)
     assert torch.equal(dequantize_int4(packed, scale, zero), whole)
     assert torch.equal(gemv.dequantize_rowwise(q8, s8, torch.bfloat16), (q8.float() * s8[:, None]).to(torch.bfloat16))
+
+
+def test_gemv_config_fills_left_out_fields(monkeypatch):
+    # One reader of config tuples for the wrappers and the sweep: each kind's field order, and the
+    # defaults of fields left out (an int4 config of three fields inherits the module entry's rest).
+    monkeypatch.setitem(gemv.GEMV_CONFIGS, "int4", (32, 512, 2, 2, 1, 1))
+    assert gemv.gemv_config("int4", [8, 256, 4]) == (8, 256, 4, 2, 1, 1)
+    assert gemv.gemv_config("int4", [8, 256, 4, 1]) == (8, 256, 4, 1, 0, 0)
+    assert gemv.gemv_config("int4") == (32, 512, 2, 2, 1, 1)
+    assert gemv.gemv_config("int8", [8, 256, 4]) == gemv.GemvConfig(8, 256, 4, kernel=1, prefetch=0, split=0)
+    assert gemv.gemv_config("int8", [8, 256, 4, 1, 2, 1]) == gemv.GemvConfig(8, 256, 4, kernel=2, prefetch=1, split=1)

@@ -25,7 +25,7 @@ deterministic, no atomics).
 from __future__ import annotations
 
 import json
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -112,8 +112,9 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- kernels
-# Launch shapes (BLOCK_N, BLOCK_K, num_warps) per weight kind: the fastest over all linears of one
-# Llama-3.1-8B decode token on an H200 (`python benchmarks/gemv_sweep.py`, docs/performance.md).
+# Launch shapes (BLOCK_N, BLOCK_K, num_warps) per weight kind, then the optional fields below (one
+# reader: gemv_config): the fastest over all linears of one Llama-3.1-8B decode token on an H200
+# (`python benchmarks/gemv_sweep.py`, docs/performance.md).
 # BLOCK_K counts inputs. Matrices with fewer than MIN_PROGRAMS blocks of rows get narrower blocks.
 # int4 has a fourth field, the kernel: 1 (_int4_gemv_kernel) or 2 (_int4_gemv_v2_kernel); a config
 # of three fields takes the kernel from here. The sweep picked int4 with groups of 128 (with groups
@@ -123,7 +124,7 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 # An optional last field, prefetch (0 or 1; rowwise the fourth field, int4 the fifth), does that
 # pipelining by hand: each program issues the load of its next K tile before it computes the current
 # one, so two tiles per program are in flight instead of one. The same math either way. Missing
-# means 0; an int4 config of three fields takes kernel and prefetch from here; v1 ignores it.
+# means 0; an int4 config of three fields takes kernel, prefetch and split from here; v1 ignores them.
 # On the H200 prefetch made all linears of a token 7% faster for int8 (56% -> 60% of the copy
 # bandwidth) and for int4 with groups of 128 (38% -> 41%); bf16 and float8 were not swept with it.
 # int8 has a fifth field, the kernel: 1 (_rowwise_gemv_kernel, the default) or 2
@@ -138,6 +139,29 @@ GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 2, 0, 2, 1), "float8_
                 "int4": (32, 512, 2, 2, 1, 1)}
 MIN_PROGRAMS = 1024
 MAX_SPLITS = 8
+
+
+class GemvConfig(NamedTuple):
+    block_n: int
+    block_k: int
+    num_warps: int
+    kernel: int
+    prefetch: int
+    split: int
+
+
+def gemv_config(kind: str, config=None) -> GemvConfig:
+    """A GEMV_CONFIGS entry (config None) or a config given to a call, every field named. The order
+    of fields: rowwise (BLOCK_N, BLOCK_K, num_warps, prefetch, kernel, split), int4 (BLOCK_N,
+    BLOCK_K, num_warps, kernel, prefetch, split). Left out: prefetch and split 0, rowwise kernel 1;
+    an int4 config of three fields takes kernel, prefetch and split from GEMV_CONFIGS["int4"]."""
+    fields = tuple(GEMV_CONFIGS[kind] if config is None else config)
+    if kind == "int4":
+        rest = fields[3:] if len(fields) > 3 else tuple(GEMV_CONFIGS["int4"][3:])
+        kernel, prefetch, split = (rest + (0, 0))[:3]
+    else:
+        prefetch, kernel, split = (fields[3:] + (0, 1, 0)[len(fields[3:]):])[:3]
+    return GemvConfig(*fields[:3], kernel, int(bool(prefetch)), int(bool(split)))
 
 
 def apply_configs(path: str) -> dict:
@@ -424,18 +448,15 @@ if triton is not None:
             block_k //= 2
         return block_k
 
-    def _split_k(fields) -> bool:
-        return len(fields) > 5 and bool(fields[5])
-
-    def _launch_shape(kind: str, n: int, config) -> tuple[int, int, int]:
-        fields = config or GEMV_CONFIGS[kind]
-        block_n, block_k, num_warps = fields[:3]
+    def _launch_shape(kind: str, n: int, config) -> GemvConfig:
+        c = gemv_config(kind, config)
         # Small matrices: narrower blocks, so every SM gets several programs; with split-K the
         # blocks keep their width and K is split instead (_k_splits).
-        if config is None and not _split_k(fields):
+        block_n = c.block_n
+        if config is None and not c.split:
             while block_n > 4 and triton.cdiv(n, block_n) < MIN_PROGRAMS:
                 block_n //= 2
-        return block_n, block_k, num_warps
+        return c._replace(block_n=block_n)
 
     def _k_splits(n: int, words_per_row: int, block_n: int, tile_words: int) -> int:
         """Split-K for matrices with few blocks of rows: the most splits (a power of two up to
@@ -463,10 +484,7 @@ if triton is not None:
         """x (..., K) @ (qweight * scale[:, None]).T for a few rows of x; qweight (N, K)."""
         n, k = qweight.shape
         kind = _config_key(qweight.dtype)
-        block_n, block_k, num_warps = _launch_shape(kind, n, config)
-        fields = config if config is not None else GEMV_CONFIGS[kind]
-        prefetch = len(fields) > 3 and bool(fields[3])
-        kernel = fields[4] if len(fields) > 4 else 1
+        block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape(kind, n, config)
         if kernel not in (1, 2) or (kernel == 2 and qweight.dtype != torch.int8):
             raise ValueError(f"rowwise GEMV kernel must be 1, or 2 for int8 weights; not {kernel} for {qweight.dtype}")
         x2 = x.reshape(-1, k).contiguous()
@@ -476,13 +494,13 @@ if triton is not None:
         # config's that divides K; else v1 runs.
         if kernel == 2 and k % 4 == 0 and qweight.is_contiguous() and qweight.storage_offset() % 4 == 0:
             block_k = _tiling_block(k, block_k)
-            splits = _k_splits(n, k // 4, block_n, block_k // 4) if _split_k(fields) else 1
+            splits = _k_splits(n, k // 4, block_n, block_k // 4) if split else 1
             y = _split_output(x2.shape[0], n, splits, x)
             wrap_triton(_int8_gemv_v2_kernel)[grid + (splits,)](x2, qweight.view(torch.int32), scale, y, n, k, k // 4,
                                                                 BLOCK_N=block_n, BLOCK_K=block_k,
                                                                 PREFETCH=prefetch, num_warps=num_warps)
             return _reduce_splits(y, x)
-        splits = _k_splits(n, k, block_n, block_k) if _split_k(fields) else 1
+        splits = _k_splits(n, k, block_n, block_k) if split else 1
         y = _split_output(x2.shape[0], n, splits, x)
         wrap_triton(_rowwise_gemv_kernel)[grid + (splits,)](x2, qweight, scale if scale is not None else qweight, y,
                                                             n, k, HAS_SCALE=scale is not None,
@@ -496,13 +514,10 @@ if triton is not None:
                   config: list[int] | None = None) -> Tensor:
         """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x.
 
-        config: [BLOCK_N, BLOCK_K, num_warps], optionally then kernel (1 or 2) and prefetch (0 or 1;
-        v2 only), see GEMV_CONFIGS; fields left out come from GEMV_CONFIGS["int4"] (kernel and
-        prefetch together), None takes that entry whole."""
+        config: [BLOCK_N, BLOCK_K, num_warps], optionally then kernel (1 or 2), prefetch and split-K
+        (0 or 1; v2 only), read by gemv_config; None takes GEMV_CONFIGS["int4"] whole."""
         n, k = packed.shape[0], 2 * packed.shape[1]
-        block_n, block_k, num_warps = _launch_shape("int4", n, config)
-        fields = config if config is not None and len(config) > 3 else GEMV_CONFIGS["int4"]
-        kernel, prefetch = fields[3], len(fields) > 4 and bool(fields[4])
+        block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape("int4", n, config)
         if kernel not in (1, 2):
             raise ValueError(f"int4 GEMV kernel must be 1 or 2, not {kernel}")
         group = k // scale.shape[1]
@@ -512,7 +527,7 @@ if triton is not None:
         # v2 reads whole int32 words inside one group: it needs group % 8 == 0 (groups of 2 or 4
         # split a word) and rows that view as int32 (contiguous, 4-byte aligned); else v1 runs.
         if kernel == 2 and group % 8 == 0 and packed.is_contiguous() and packed.storage_offset() % 4 == 0:
-            splits = _k_splits(n, k // 8, block_n, block_k // 8) if _split_k(fields) else 1
+            splits = _k_splits(n, k // 8, block_n, block_k // 8) if split else 1
             y = _split_output(x2.shape[0], n, splits, x)
             wrap_triton(_int4_gemv_v2_kernel)[grid + (splits,)](x2, packed.view(torch.int32), scale, zero, y, n, k,
                                                                 k // 8, GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k,
