@@ -4,9 +4,12 @@ Compiles the kernels of llama/kernels/gemv.py for an H100/H200 (sm_90) on any ma
 (Triton ships ptxas and nvdisasm), and prints, for the largest basic block (the K loop), its
 instruction count per weight byte each thread handles per iteration, the opcode mix, and the
 barriers and shared-memory ops in it (a layout conversion of x inside the loop shows as BAR/LDS).
-Counts depend on the Triton version (the lent H200 has 3.6; the numbers in docs are from 3.9).
+Counts depend on the Triton version, and a lot: the lent H200 runs Triton 3.6, whose code for the
+int4 v2 loop has 8.9 instructions per byte where 3.9's has 6.2 (docs/performance.md). To count what
+the device runs, put that version first on the path (only triton itself; torch stays):
 
     python benchmarks/gemv_sass.py
+    pip install --target /tmp/triton36 triton==3.6.0 && PYTHONPATH=/tmp/triton36 python benchmarks/gemv_sass.py
 """
 from __future__ import annotations
 
