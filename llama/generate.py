@@ -35,7 +35,7 @@ from llama import results, techniques
 from llama.checkpoint import DTYPES
 from llama.gpus import resolve_device
 from llama.tokenizer import load_tokenizer
-from llama.model import Transformer
+from llama.model import KV_CACHES, Transformer
 
 # One inductor setup for every technique, so compiled numbers compare like with like: torchao's
 # recommended settings (torchao.quantization.utils.recommended_inductor_config_setter), which its
@@ -275,6 +275,38 @@ def kv_bytes(model: Transformer) -> tuple[int, Callable[[int], int]]:
     return stored, lambda context: sum(c.bytes_read_per_step(context) for c in caches)
 
 
+def host_memory_available() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes; None where there is none (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_host_memory(model: Transformer, batch_size: int, cache_size: int, options: techniques.RunOptions) -> None:
+    """MemoryError (an oom result) if the KV caches and mask of a CPU run can't fit in the host's
+    available memory. Why check first: where Linux overcommits memory (vm.overcommit_memory=1, as on
+    the lent GPU hosts) any allocation succeeds, and the OOM killer ends the process when the caches'
+    pages are zeroed, so no result is written."""
+    available = host_memory_available()
+    if available is None:
+        return
+    cache_cls = KV_CACHES[options.kv_cache] if isinstance(options.kv_cache, str) else options.kv_cache
+    arch = model.config
+    with torch.device("meta"):  # shapes and dtypes only: nothing is allocated
+        cache = cache_cls(batch_size, arch.n_kv_heads, cache_size, arch.head_dim, model.tok_embeddings.weight.dtype)
+    need = arch.n_layers * sum(b.numel() * b.element_size() for b in cache.buffers())
+    if cache_cls.uses_mask and options.mask == "quadratic":
+        need += cache_size * cache_size  # the boolean causal mask
+    if need > available:
+        raise MemoryError(f"cannot allocate {need / 2**30:.1f} GiB of KV caches on the host: "
+                          f"{available / 2**30:.1f} GiB available")
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     mean = statistics.fmean(values)
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
@@ -304,6 +336,8 @@ def benchmark(model: Transformer, prompt: Tensor, settings: Settings,
     cache_size = resolve_cache_size(prompt_len, settings, model.config.max_seq_len)
     weights_read = weight_bytes_per_step(model, batch_size)
     model_size = techniques.model_size_bytes(model)
+    if device.type == "cpu":
+        check_host_memory(model, batch_size, cache_size, options)
     with torch.device(device):  # allocate the caches on the device, not on the host first
         model.setup_caches(batch_size, cache_size, kv_cache=options.kv_cache, mask=options.mask)
     kv_stored, kv_read = kv_bytes(model)

@@ -186,6 +186,19 @@ def test_oom_is_a_result(tmp_path, tiny_checkpoint):
     assert r["batch_size"] == 300000 and r["decode_tok_s_median"] is None
 
 
+def test_host_memory_is_checked_before_cpu_caches(tmp_path, tiny_checkpoint, monkeypatch):
+    # Where Linux overcommits (vm.overcommit_memory=1) test_oom_is_a_result's allocation succeeds and
+    # the OOM killer ends the process (seen on the lent GPU host), so CPU runs check MemAvailable
+    # first. Here the host has 1 MiB left: the tiny model's caches and quadratic mask fit at 64 slots
+    # (0.1 MiB), not at 2048 (8 MiB).
+    monkeypatch.setattr(generate, "host_memory_available", lambda: 2**20)
+    code, r = run(tmp_path, tiny_checkpoint, "--cache_size", "2048", *FAST)
+    assert code == 0 and r["status"] == "oom"
+    assert r["reason"].startswith("cannot allocate") and "GiB of KV caches on the host: 0.0 GiB available" in r["reason"]
+    code, r = run(tmp_path, tiny_checkpoint, "--cache_size", "64", *FAST)
+    assert code == 0 and r["status"] == "ok"
+
+
 def test_unsupported_is_a_result(tmp_path, tiny_checkpoint):
     code, r = run(tmp_path, tiny_checkpoint, "--technique", "int8wo+float8dq-row", *FAST)
     assert (code, r) == (2, None)  # two weight techniques: bad input
