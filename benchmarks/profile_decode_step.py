@@ -10,6 +10,9 @@ kernels' sum is the time between kernels.
 
     python benchmarks/profile_decode_step.py --kv_caches int8-fused,fp8-fused,int4-fused --positions 130000
     python benchmarks/profile_decode_step.py --scheme int8 --kv_caches model,prefix --positions 200 --cache_size 208
+
+On CUDA each case also splits the GEMV kernels' time by linear (wqkv, wo, w13, w2, output), with
+the GB/s each reaches inside the step.
 """
 from __future__ import annotations
 
@@ -45,6 +48,33 @@ def graph_ms(step, steps: int) -> float:
         graph.replay()
     torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps * 1e3
+
+
+LINEARS = ("attention.wqkv", "attention.wo", "feed_forward.w13", "feed_forward.w2")  # launch order in a layer
+GEMV_KERNELS = ("gemv", "gemm", "nvjet")  # our GEMV kernels, cuBLAS's
+
+
+def per_linear(prof, model: Transformer, steps: int) -> str:
+    """GEMV time per step and GB/s by linear. A step launches one GEMV per linear, in order (each
+    layer's LINEARS, then the output head), so the kernels are told apart by their place. Why: the
+    GEMV sweep times each matrix alone; in the step a kernel follows others and can lose time that
+    the sweep never sees (docs/performance.md, sixth H200 session)."""
+    names = [n for _ in model.layers for n in LINEARS] + ["output"]
+    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+                      and any(k in e.name for k in GEMV_KERNELS)), key=lambda e: e.time_range.start)
+    if len(kernels) != len(names) * steps:
+        return f"  per linear: {len(kernels)} GEMV launches in {steps} steps, not {len(names)} per step; not split"
+    us = dict.fromkeys(LINEARS + ("output",), 0.0)
+    for i, e in enumerate(kernels):
+        us[names[i % len(names)]] += e.device_time_total / steps
+    modules = dict(model.named_modules())
+    lines = []
+    for name, t in us.items():
+        module = modules[name if name == "output" else f"layers.0.{name}"]
+        count = 1 if name == "output" else len(model.layers)
+        nbytes = count * sum(b.numel() * b.element_size() for b in [*module.buffers(), *module.parameters()])
+        lines.append(f"  {t / 1e3:8.3f} ms  {name:17s} {nbytes / (t * 1e-6) / 1e9:6.0f} GB/s")
+    return "\n".join(["  per linear (GEMV kernel time per step, weight bytes over it):"] + lines)
 
 
 def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.device) -> None:
@@ -84,6 +114,8 @@ def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.de
           f"({args.layers} layers)")
     for e in events[:args.top]:
         print(f"  {kernel_us(e) / args.steps / 1e3:8.3f} ms  x{e.count // args.steps:3d}  {e.key[:110]}")
+    if cuda:
+        print(per_linear(prof, model, args.steps))
 
 
 def main(argv=None) -> None:

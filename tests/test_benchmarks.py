@@ -82,7 +82,49 @@ def test_gemv_configs_file_errors_are_usage_errors(tmp_path, capsys, text, messa
 
 
 def test_gemv_configs_file_applies(tmp_path, monkeypatch):
+    # And turns off inductor's on-disk caches: the entries are not in their key (sixth H200 session).
+    import torch._functorch.config
+    import torch._inductor.config
     monkeypatch.setattr(gemv, "GEMV_CONFIGS", dict(gemv.GEMV_CONFIGS))
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", True)
+    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", True)
     path = tmp_path / "configs.json"
     path.write_text('{"int8": [4, 1024, 2, 0, 2, 1]}')
     assert gemv.apply_configs(str(path))["int8"] == (4, 1024, 2, 0, 2, 1) == gemv.GEMV_CONFIGS["int8"]
+    assert not torch._inductor.config.fx_graph_cache and not torch._functorch.config.enable_autograd_cache
+
+
+def test_profile_splits_gemv_time_by_linear():
+    # A step launches one GEMV per linear in order (per layer wqkv, wo, w13, w2; then the output), with
+    # other kernels between them: per_linear tells them apart by place, and divides each linear's
+    # weight bytes (all layers) by its time per step. Fake profiler events, 2 steps of a 2-layer model.
+    import dataclasses
+    from types import SimpleNamespace
+
+    import profile_decode_step as pds
+    import torch
+
+    from llama.model import ARCHITECTURES, Transformer
+    model = Transformer(dataclasses.replace(ARCHITECTURES["tiny"], n_layers=2))
+    gemv.quantize_linears(model, "int8")
+    cuda = torch.autograd.DeviceType.CUDA
+    us = {"attention.wqkv": 1.0, "attention.wo": 2.0, "feed_forward.w13": 4.0, "feed_forward.w2": 8.0, "output": 16.0}
+    order = [n for _ in range(2) for n in pds.LINEARS] + ["output"]
+    events, t = [], 0
+    for _ in range(2):
+        for name in order:
+            events.append(SimpleNamespace(device_type=cuda, name="_int8_gemv_v2_kernel", time_range=SimpleNamespace(start=t),
+                                          device_time_total=us[name]))
+            events.append(SimpleNamespace(device_type=cuda, name="triton_poi_fused_add", time_range=SimpleNamespace(start=t + 1),
+                                          device_time_total=100.0))
+            t += 2
+    events.reverse()  # the profiler's order is not launch order
+    text = pds.per_linear(SimpleNamespace(events=lambda: events), model, steps=2)
+    ms = {line.split()[2]: float(line.split()[0]) for line in text.splitlines()[1:]}
+    assert ms == {"attention.wqkv": 0.002, "attention.wo": 0.004, "feed_forward.w13": 0.008, "feed_forward.w2": 0.016,
+                  "output": 0.016}
+    wo = model.layers[0].attention.wo
+    gb_s = 2 * (wo.qweight.numel() + 4 * wo.scale.numel()) / 4e-6 / 1e9  # 2 layers in 4 us per step
+    assert f"attention.wo {gb_s:9.0f} GB/s".split() == text.splitlines()[2].split()[2:]
+    one_missing = events[:1] + events[2:]  # events[1] is the last GEMV launched
+    assert "not split" in pds.per_linear(SimpleNamespace(events=lambda: one_missing), model, steps=2)

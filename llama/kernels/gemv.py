@@ -166,7 +166,8 @@ def gemv_config(kind: str, config=None) -> GemvConfig:
 
 def apply_configs(path: str) -> dict:
     """Replace GEMV_CONFIGS entries with those of a JSON object {kind: config} (gemv_sweep.py writes
-    OUT/gemv_configs.json); returns the entries now in effect. ValueError says what is wrong with it."""
+    OUT/gemv_configs.json), and turn off inductor's on-disk graph caches for this process; returns
+    the entries now in effect. ValueError says what is wrong with the file."""
     try:
         picked = {kind: tuple(int(v) for v in config) for kind, config in json.load(open(path)).items()}
     except (OSError, ValueError, AttributeError, TypeError) as e:
@@ -177,6 +178,13 @@ def apply_configs(path: str) -> dict:
     if any(len(config) < 3 for config in picked.values()):
         raise ValueError(f"{path}: each entry needs at least (BLOCK_N, BLOCK_K, num_warps)")
     GEMV_CONFIGS.update(picked)
+    # The ops read their entry while torch.compile traces them, so it is not in the key of
+    # inductor's on-disk caches: a later process with other entries was handed the graph compiled
+    # with the first ones (sixth H200 session, calls X and Y). This process compiles afresh.
+    import torch._functorch.config
+    import torch._inductor.config
+    torch._inductor.config.fx_graph_cache = False
+    torch._functorch.config.enable_autograd_cache = False
     return dict(GEMV_CONFIGS)
 
 
