@@ -135,6 +135,10 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 # (_k_splits), which add up their fp32 partial sums afterwards. On the H200, decoding with it, one
 # GPU, processes one after another: int8wo 324.3 -> 329.9 tok/s, int4wo-128 330.7 -> 332.4; for
 # float8 the GEMVs did not gain (2.401 vs 2.407 ms per token), so its entry leaves it off.
+# Trying another entry: pass it as --gemv_configs (apply_configs), or clear /tmp/torchinductor_$USER
+# after editing it here. The ops read it while torch.compile traces them, so it is not in the key of
+# inductor's on-disk graph cache, and a graph compiled with the old entry is reused (sixth H200
+# session, docs/performance.md).
 GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 2, 0, 2, 1), "float8_e4m3fn": (4, 1024, 4),
                 "int4": (32, 512, 2, 2, 1, 1)}
 MIN_PROGRAMS = 1024
