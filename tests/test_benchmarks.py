@@ -86,12 +86,14 @@ def test_gemv_configs_file_applies(tmp_path, monkeypatch):
     import torch._functorch.config
     import torch._inductor.config
     monkeypatch.setattr(gemv, "GEMV_CONFIGS", dict(gemv.GEMV_CONFIGS))
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", True)
-    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", True)
     path = tmp_path / "configs.json"
     path.write_text('{"int8": [4, 1024, 2, 0, 2, 1]}')
-    assert gemv.apply_configs(str(path))["int8"] == (4, 1024, 2, 0, 2, 1) == gemv.GEMV_CONFIGS["int8"]
-    assert not torch._inductor.config.fx_graph_cache and not torch._functorch.config.enable_autograd_cache
+    # config.patch, not monkeypatch: monkeypatch's undo leaves a torch config entry hidden ("does not exist").
+    before = (torch._inductor.config.fx_graph_cache, torch._functorch.config.enable_autograd_cache)
+    with torch._inductor.config.patch(fx_graph_cache=True), torch._functorch.config.patch(enable_autograd_cache=True):
+        assert gemv.apply_configs(str(path))["int8"] == (4, 1024, 2, 0, 2, 1) == gemv.GEMV_CONFIGS["int8"]
+        assert not torch._inductor.config.fx_graph_cache and not torch._functorch.config.enable_autograd_cache
+    assert (torch._inductor.config.fx_graph_cache, torch._functorch.config.enable_autograd_cache) == before
 
 
 def test_profile_splits_gemv_time_by_linear():
