@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llama.generate import INDUCTOR_CONFIG, compile_step, decode_one_token, sample  # noqa: E402
 from llama.kernels import gemv  # noqa: E402
 from llama.model import ARCHITECTURES, KV_CACHES, Transformer  # noqa: E402
+from llama.techniques import storage_bytes  # noqa: E402
 
 
 def graph_ms(step, steps: int) -> float:
@@ -72,7 +73,7 @@ def per_linear(prof, model: Transformer, steps: int) -> str:
     for name, t in us.items():
         module = modules[name if name == "output" else f"layers.0.{name}"]
         count = 1 if name == "output" else len(model.layers)
-        nbytes = count * sum(b.numel() * b.element_size() for b in [*module.buffers(), *module.parameters()])
+        nbytes = count * sum(map(storage_bytes, [*module.buffers(), *module.parameters()]))
         lines.append(f"  {t / 1e3:8.3f} ms  {name:17s} {nbytes / (t * 1e-6) / 1e9:6.0f} GB/s")
     return "\n".join(["  per linear (GEMV kernel time per step, weight bytes over it):"] + lines)
 

@@ -35,7 +35,7 @@ from llama import results, techniques
 from llama.checkpoint import DTYPES
 from llama.gpus import resolve_device
 from llama.tokenizer import load_tokenizer
-from llama.model import KV_CACHES, Transformer
+from llama.model import Transformer
 
 # One inductor setup for every technique, so compiled numbers compare like with like: torchao's
 # recommended settings (torchao.quantization.utils.recommended_inductor_config_setter), which its
@@ -295,13 +295,7 @@ def check_host_memory(model: Transformer, batch_size: int, cache_size: int, opti
     available = host_memory_available()
     if available is None:
         return
-    cache_cls = KV_CACHES[options.kv_cache] if isinstance(options.kv_cache, str) else options.kv_cache
-    arch = model.config
-    with torch.device("meta"):  # shapes and dtypes only: nothing is allocated
-        cache = cache_cls(batch_size, arch.n_kv_heads, cache_size, arch.head_dim, model.tok_embeddings.weight.dtype)
-    need = arch.n_layers * sum(b.numel() * b.element_size() for b in cache.buffers())
-    if cache_cls.uses_mask and options.mask == "quadratic":
-        need += cache_size * cache_size  # the boolean causal mask
+    need = model.cache_bytes(batch_size, cache_size, kv_cache=options.kv_cache, mask=options.mask)
     if need > available:
         raise MemoryError(f"cannot allocate {need / 2**30:.1f} GiB of KV caches on the host: "
                           f"{available / 2**30:.1f} GiB available")

@@ -173,6 +173,13 @@ class Int8KVCache(KVCache):
 KV_CACHES: dict[str, type[KVCache]] = {"model": KVCache, "int8": Int8KVCache}
 
 # The prefix-only caches (issue 7) subclass KVCache and add themselves to KV_CACHES on import.
+
+
+def _cache_setup(kv_cache: str | type[KVCache], mask: str) -> tuple[type[KVCache], str]:
+    """The cache class and mask mode of Transformer.setup_caches: caches that apply causality from
+    input_pos themselves get no mask."""
+    cache_cls = KV_CACHES[kv_cache] if isinstance(kv_cache, str) else kv_cache
+    return cache_cls, (mask if cache_cls.uses_mask else "none")
 import llama.kernels.kv_caches  # noqa: E402,F401
 
 
@@ -205,13 +212,11 @@ class Transformer(nn.Module):
             raise ValueError(f"cache_size {cache_size} exceeds this model's max_seq_len {self.config.max_seq_len}")
         if mask not in ("quadratic", "linear"):
             raise ValueError(f"mask must be 'quadratic' or 'linear', not {mask!r}")
-        cache_cls = KV_CACHES[kv_cache] if isinstance(kv_cache, str) else kv_cache
+        cache_cls, self.mask_mode = _cache_setup(kv_cache, mask)
         # The embedding, not `output`, which weight-only linears (llama/kernels) may replace without a `.weight`.
         dtype = self.tok_embeddings.weight.dtype
         device = self.tok_embeddings.weight.device
-        self.max_batch_size, self.cache_size, self.mask_mode = max_batch_size, cache_size, mask
-        if not cache_cls.uses_mask:
-            self.mask_mode = "none"
+        self.max_batch_size, self.cache_size = max_batch_size, cache_size
         for layer in self.layers:
             layer.attention.kv_cache = cache_cls(max_batch_size, self.config.n_kv_heads, cache_size,
                                                  self.config.head_dim, dtype).to(device)
@@ -220,6 +225,17 @@ class Transformer(nn.Module):
         self.causal_mask = None
         if self.mask_mode == "quadratic":
             self.causal_mask = torch.tril(torch.ones(cache_size, cache_size, dtype=torch.bool, device=device))
+
+    def cache_bytes(self, max_batch_size: int, cache_size: int, kv_cache: str | type[KVCache] = "model",
+                    mask: str = "quadratic") -> int:
+        """Bytes setup_caches allocates for these arguments: the KV caches and the quadratic mask (the
+        RoPE table is small). The caches are built on the meta device: nothing is allocated."""
+        cache_cls, mask_mode = _cache_setup(kv_cache, mask)
+        with torch.device("meta"):
+            cache = cache_cls(max_batch_size, self.config.n_kv_heads, cache_size, self.config.head_dim,
+                              self.tok_embeddings.weight.dtype)
+        per_layer = sum(b.numel() * b.element_size() for b in cache.buffers())
+        return len(self.layers) * per_layer + (cache_size * cache_size if mask_mode == "quadratic" else 0)
 
     def step_mask(self, input_pos: Tensor) -> Optional[Tensor]:
         if self.mask_mode == "none":

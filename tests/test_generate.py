@@ -199,6 +199,18 @@ def test_host_memory_is_checked_before_cpu_caches(tmp_path, tiny_checkpoint, mon
     assert code == 0 and r["status"] == "ok"
 
 
+@pytest.mark.parametrize("kv_cache,mask", [("model", "quadratic"), ("model", "linear"), ("int8", "quadratic"),
+                                           ("prefix", "quadratic"), ("int4-fused", "linear")])
+def test_cache_bytes_is_what_setup_caches_allocates(kv_cache, mask):
+    # check_host_memory's figure: computed on the meta device, it must equal the real allocation.
+    import llama.kernels.kv_caches  # noqa: F401  (registers the prefix caches)
+    model = tiny_model()
+    expected = model.cache_bytes(2, 96, kv_cache=kv_cache, mask=mask)
+    model.setup_caches(2, 96, kv_cache=kv_cache, mask=mask)
+    mask_bytes = 0 if model.causal_mask is None else model.causal_mask.numel()
+    assert expected == generate.kv_bytes(model)[0] + mask_bytes > 0
+
+
 def test_unsupported_is_a_result(tmp_path, tiny_checkpoint):
     code, r = run(tmp_path, tiny_checkpoint, "--technique", "int8wo+float8dq-row", *FAST)
     assert (code, r) == (2, None)  # two weight techniques: bad input
