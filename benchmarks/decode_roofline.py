@@ -45,8 +45,9 @@ NO_OURS = "no ours path"  # in place of a scheme: the technique has a plain path
 # technique -> (torchao registry spec, our GEMV scheme, our int4 group). Scheme None: ours keeps
 # nn.Linear and only the decode path is ours.
 TECHNIQUE_PATHS = {
-    # bf16 ours keeps nn.Linear (cuBLAS): on an H200 our best rowwise config beat cuBLAS on the GEMVs
-    # alone (3.94 vs 4.07 ms per token) but decoded slower (223.8 vs 239.0 tok/s); --ours_bf16 gemv.
+    # bf16 ours keeps nn.Linear: under torchao's inductor settings inductor writes the layers' GEMVs
+    # as Triton reductions fused with the RMSNorm before them (the head stays cuBLAS). On an H200 our
+    # word kernel decoded level with it (225.9 vs 223.1 tok/s, other processes); --ours_bf16 gemv.
     "bf16": ("none", None, None),
     "int8wo": ("int8wo", "int8", None),
     "float8wo": ("float8wo", "float8", None),

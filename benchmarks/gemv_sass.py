@@ -66,14 +66,14 @@ def main() -> None:
     for block_n, block_k, warps, prefetch in [(8, 512, 4, 1), (8, 512, 2, 0), (16, 1024, 8, 1)]:
         consts = dict(BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch)
         per_thread = block_n * block_k / (32 * warps)  # int8: one byte per weight
-        v1 = compile_sm90(gemv._rowwise_gemv_kernel, ROWWISE, dict(consts, HAS_SCALE=True, IS_INT8=True, SPLIT=False), warps)
-        print(loop_report(f"int8 v1 {(block_n, block_k, warps, prefetch)}", v1, per_thread))
-        v2 = compile_sm90(gemv._int8_gemv_v2_kernel, INT8_V2, consts, warps)
-        print(loop_report(f"int8 v2 {(block_n, block_k, warps, prefetch)}", v2, per_thread))
-    block_n, block_k, warps = gemv.GEMV_CONFIGS["float8_e4m3fn"][:3]  # float8: the rowwise kernel
-    f8 = compile_sm90(gemv._rowwise_gemv_kernel, dict(ROWWISE, w_ptr="*fp8e4nv"),
-                      dict(BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=0, HAS_SCALE=True, IS_INT8=False, SPLIT=False), warps)
-    print(loop_report(f"float8 v1 {(block_n, block_k, warps, 0)}", f8, block_n * block_k / (32 * warps)))
+        for weight, ptr in (("int8", "*i8"), ("float8", "*fp8e4nv")):  # the rowwise kernel
+            v1 = compile_sm90(gemv._rowwise_gemv_kernel, dict(ROWWISE, w_ptr=ptr),
+                              dict(consts, HAS_SCALE=True, IS_INT8=weight == "int8", SPLIT=False), warps)
+            print(loop_report(f"{weight} v1 {(block_n, block_k, warps, prefetch)}", v1, per_thread))
+        for weight in ("int8", "float8", "bf16"):  # the word kernel; bf16 weights are 2 bytes each
+            v2 = compile_sm90(gemv._words_gemv_kernel, INT8_V2, dict(consts, WEIGHT=weight, ASM=weight == "float8"), warps)
+            print(loop_report(f"{weight} v2 {(block_n, block_k, warps, prefetch)}", v2,
+                              per_thread * (2 if weight == "bf16" else 1)))
     block_n, block_k, warps, _, prefetch = gemv.GEMV_CONFIGS["int4"][:5]
     v2 = compile_sm90(gemv._int4_gemv_v2_kernel, INT4_V2, dict(GROUP=128, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch), warps)
     print(loop_report(f"int4 v2 g128 {(block_n, block_k, warps, prefetch)}", v2, block_n * block_k / 2 / (32 * warps)))

@@ -1,6 +1,6 @@
 """Sweep the Triton GEMV kernels' launch configs on Llama-3.1-8B's linear shapes (batch-1 decode).
 
-Weight kinds: bf16, int8 and float8 (the rowwise kernel; int8 also its v2, which reads int32 words)
+Weight kinds: bf16, int8 and float8 (the rowwise kernel v1, and v2, which reads int32 words)
 and int4 with groups of 64 and 128 (kernels v1 and v2, llama/kernels/gemv.py), all but int4 v1 with
 prefetch off and on. Every config is checked against the dequantized reference and
 timed as decode runs it: CUDA-graph replays cycling
@@ -48,6 +48,7 @@ from llama.model import ARCHITECTURES  # noqa: E402
 
 ROWWISE_DTYPES = {"bfloat16": None, "int8": torch.int8, "float8_e4m3fn": torch.float8_e4m3fn}
 KINDS = (*ROWWISE_DTYPES, "int4")
+WORD_KINDS = {"int8": 4, "float8_e4m3fn": 4, "bfloat16": 2}  # rowwise kinds with a v2, the word kernel: inputs a word
 INT4_GROUPS = (64, 128)
 SCREEN_GROUP = 128  # int4 screens with this group; the recommended int4 entry is the best for it
 SCREEN_SHAPES = ("output", "w13")
@@ -82,21 +83,21 @@ def kernel_of(kind: str, config: tuple[int, ...]) -> int:
 
 
 def screen_grid(kind: str, kernel: int | None) -> list[tuple[int, ...]]:
-    """Configs to screen: 27 per rowwise kind (16 without prefetch, 11 with), int8 v2 59, int4 v1 18,
-    v2 33 (18 + 15); 180 for all kinds. Pruned to 16..64 elements (rowwise: each has an fp32
-    accumulator) or int32 words (int4) per thread: more spill registers, fewer leave little in flight
+    """Configs to screen: per rowwise kind (bf16, int8, float8) v1 27 (16 without prefetch, 11 with)
+    and v2 59 (bf16 46), int4 v1 18, v2 33 (18 + 15); 296 for all kinds. Pruned to 16..64 elements
+    (rowwise: each has an fp32 accumulator) or int32 words (int4) per thread: more spill registers, fewer leave little in flight
     and (int4 v2) spend more per byte on x and scales. Prefetch only at 16..32 per thread: it holds a
     second tile in registers to double the bytes in flight, which is what the small tiles lack (and
     at 64 int4 words a second tile spills). Left out, to keep the screen's time: the largest BLOCK_K
     (rowwise 2048, int4 4096), none of them in any kind's top five on the last H200 sweep
     (docs/perf/h200/gemv_sweep).
-    int8 v2 (int32 words: an accumulator per word, not per input) screens BLOCK_K up to 4096, pruned
-    to 8..64 words per thread: at BLOCK_K = K (4096: all matrices but w2) a program loads x and
+    v2 (int32 words: an accumulator per word, not per input) screens BLOCK_K up to 4096, pruned to
+    8..64 words per thread: at BLOCK_K = K (4096: all matrices but w2) a program loads x and
     converts its layout once, where shorter tiles pass x through shared memory, behind barriers,
     every iteration (seen in the kernels' sm_90 code)."""
-    if kind == "int8" and kernel == 2:
+    if kind in WORD_KINDS and kernel == 2:
         grid = itertools.product((4, 8, 16, 32), (512, 1024, 2048, 4096), (2, 4, 8))
-        per_thread = {c: c[0] * c[1] // 4 // (32 * c[2]) for c in grid}  # int32 words per thread
+        per_thread = {c: c[0] * c[1] // WORD_KINDS[kind] // (32 * c[2]) for c in grid}  # int32 words per thread
         shapes = [c for c, e in per_thread.items() if 8 <= e <= 64]
         return ([full_config(kind, c, kernel, 0, 0) for c in shapes]
                 + [full_config(kind, c, kernel, 1, 0) for c in shapes if per_thread[c] <= 32])
@@ -107,7 +108,7 @@ def screen_grid(kind: str, kernel: int | None) -> list[tuple[int, ...]]:
     inputs_per_element = 8 if kind == "int4" else 1  # an int4 element is a word of 8 inputs
     per_thread = {c: c[0] * c[1] // inputs_per_element // (32 * c[2]) for c in grid}
     shapes = [c for c, e in per_thread.items() if 16 <= e <= 64]
-    prefetched = [c for c in shapes if per_thread[c] <= 32] if kernel != 1 else []
+    prefetched = [c for c in shapes if per_thread[c] <= 32] if (kind, kernel) != ("int4", 1) else []
     return ([full_config(kind, c, kernel, 0, 0) for c in shapes]
             + [full_config(kind, c, kernel, 1, 0) for c in prefetched])
 
@@ -198,7 +199,7 @@ class Sweep:
 
 
 def families(kind):
-    return [(kind, 1), (kind, 2)] if kind in ("int4", "int8") else [(kind, None)]
+    return [(kind, 1), (kind, 2)] if kind in ("int4", *WORD_KINDS) else [(kind, None)]
 
 
 def family_name(family) -> str:
@@ -343,7 +344,7 @@ def main(argv=None):
     lines += ["", f"Recommended (int4: the best with groups of {SCREEN_GROUP}, its fourth field the kernel, fifth prefetch; "
                   "rowwise: fourth prefetch, fifth the kernel; a sixth, 1, is split-K):",
               "GEMV_CONFIGS = {" + ", ".join(f"{k!r}: {v!r}" for k, v in recommended.items()) + "}"]
-    for kind in ("int4", "int8"):  # the v2 kernels view their weights as int32: that must trace
+    for kind in ("int4", *WORD_KINDS):  # the v2 kernels view their weights as int32: that must trace
         v2_best = next((run.best(kernel=2) for run in deployed_runs
                         if run.kind == kind and run.group in (None, SCREEN_GROUP) and run.narrow), None)
         if device.type == "cuda" and v2_best is not None:

@@ -210,7 +210,7 @@ def kernel_sweep(model_name: str, device, bandwidth: float, context: int, out: l
         shapes = [(16, bn, w, st, 64) for bn in (64, 128, 256) for w in (4, 8) for st in (2, 3, 4)]
         times = {c: time_config(c) for c in shapes}
         c0 = min(times, key=times.get)
-        for splits in (16, 32, 128, 256):
+        for splits in (1, 2, 4, 16, 32, 128, 256):  # 1-4: a short cache (decode_splits)
             c = c0[:4] + (splits,)
             times[c] = time_config(c)
         best[name] = min(times, key=times.get)

@@ -60,7 +60,11 @@ def test_sm90_instruction_counts():
                                                      out, re.MULTILINE)}
     assert per_byte["int8 v2 (8, 512, 2, 0)"] < 0.6 * per_byte["int8 v1 (8, 512, 2, 0)"], per_byte
     # 3.92 now; 4.36 when the split-K start hid the tiles' alignment (docs/performance.md)
-    assert per_byte["int8 v2 (8, 512, 2, 0)"] < 4.1 and len(per_byte) == 8, per_byte
+    assert per_byte["int8 v2 (8, 512, 2, 0)"] < 4.1 and len(per_byte) == 16, per_byte
+    # float8 on the word kernel: no more per byte than int8 there (3.66 against 3.92; Triton 3.6: 3.80
+    # against 4.33), and under the rowwise kernel's float8 loop at the same launch shape (4.47; 3.6: 4.66)
+    assert per_byte["float8 v2 (8, 512, 2, 0)"] <= per_byte["int8 v2 (8, 512, 2, 0)"], per_byte
+    assert per_byte["float8 v2 (8, 512, 2, 0)"] < 0.9 * per_byte["float8 v1 (8, 512, 2, 0)"], per_byte
 
 
 @pytest.mark.parametrize("text,message", [("[1, 2]", "not a JSON object"), ('{"int9": [8, 512, 2]}', "unknown weight kinds"),
@@ -115,7 +119,7 @@ def test_profile_splits_gemv_time_by_linear():
     events, t = [], 0
     for _ in range(2):
         for name in order:
-            events.append(SimpleNamespace(device_type=cuda, name="_int8_gemv_v2_kernel", time_range=SimpleNamespace(start=t),
+            events.append(SimpleNamespace(device_type=cuda, name="_words_gemv_kernel", time_range=SimpleNamespace(start=t),
                                           device_time_total=us[name]))
             events.append(SimpleNamespace(device_type=cuda, name="triton_poi_fused_add", time_range=SimpleNamespace(start=t + 1),
                                           device_time_total=100.0))

@@ -185,63 +185,99 @@ def test_int4_v2_kernel_is_exact_in_float32(monkeypatch, group, rows, n, k, conf
 
 def _only_rowwise_kernel(monkeypatch, kernel):
     """Take the other rowwise kernel away, so a test of one kernel fails if the other one ran."""
-    monkeypatch.setattr(gemv, "_int8_gemv_v2_kernel" if kernel == 1 else "_rowwise_gemv_kernel", None)
+    monkeypatch.setattr(gemv, "_words_gemv_kernel" if kernel == 1 else "_rowwise_gemv_kernel", None)
 
 
 @needs_kernels
+@pytest.mark.parametrize("wdtype", [torch.int8, torch.float8_e4m3fn, torch.bfloat16], ids=["int8", "float8", "bf16"])
 @pytest.mark.parametrize("prefetch", [0, 1])
 @pytest.mark.parametrize("rows,n,k,config", [(1, 40, 512, [16, 128, 4]), (2, 70, 1024, [8, 512, 2]),
                                              (3, 24, 1000, [4, 4096, 1]), (4, 36, 4096, [32, 4096, 8])])
-def test_int8_v2_kernel_is_exact_in_float32(monkeypatch, rows, n, k, config, prefetch):
-    # As the int4 v2 test: float32 x spanning 1e-3..1e3 (the powers-of-two rescaling and the +128
-    # bias must be exact across magnitudes) against the float64 product with the dequantized weight.
+def test_word_kernel_is_exact_in_float32(monkeypatch, wdtype, rows, n, k, config, prefetch):
+    # As the int4 v2 test: float32 x spanning 1e-3..1e3 (int8: the powers-of-two rescaling and the
+    # +128 bias must be exact across magnitudes; float8: each byte to the float32 it stands for,
+    # sign, subnormals and all; bf16: each half word) against the float64 product with the
+    # dequantized weight.
     # N is not a multiple of BLOCK_N; K = 1000 is not a multiple of the requested BLOCK_K, which
     # shrinks to the largest power of two dividing K (8); K = 512 takes 4 tiles, so the prefetching
     # loop carries tiles across iterations; BLOCK_K = K = 4096 is one tile.
     torch.manual_seed(n + k)
-    q, scale = quantize_rowwise(random_weight(n, k, seed=k), torch.int8)
+    if wdtype == torch.bfloat16:  # weights as they are: no scale
+        q, scale = random_weight(n, k, seed=k), None
+    else:
+        q, scale = quantize_rowwise(random_weight(n, k, seed=k), wdtype)
+    if wdtype == torch.float8_e4m3fn:  # every byte but the two NaNs, so all of e4m3 is decoded once
+        codes = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn)
+        codes = codes[~codes.float().isnan()]
+        q.view(-1)[:codes.numel()] = codes
     x = torch.randn(rows, k) * 10 ** torch.empty(rows, k).uniform_(-3, 3)
-    ref = x.double() @ (q.double() * scale.double()[:, None]).T
+    ref = x.double() @ (q.double() * (1 if scale is None else scale.double()[:, None])).T
     _poisoned_out(monkeypatch)
     _only_rowwise_kernel(monkeypatch, 2)
     dev = KERNEL_DEVICE
-    y = gemv.rowwise_gemv(x.to(dev), q.to(dev), scale.to(dev), config=config + [prefetch, 2])
+    y = gemv.rowwise_gemv(x.to(dev), q.to(dev), None if scale is None else scale.to(dev), config=config + [prefetch, 2])
     assert y.shape == (rows, n) and y.dtype == torch.float32
     assert rel_err(y.cpu(), ref) < 1e-5
 
 
+def _rowwise_weight(n, k, wdtype, seed):
+    """(qweight, scale, the float64 weight they stand for); bf16 weights have no scale."""
+    w = random_weight(n, k, seed=seed)
+    if wdtype == torch.bfloat16:
+        return w, None, w.double()
+    q, scale = quantize_rowwise(w, wdtype)
+    return q, scale, q.double() * scale.double()[:, None]
+
+
 @needs_kernels
-def test_int8_v2_from_gemv_configs_and_fallback_to_v1(monkeypatch):
+@pytest.mark.parametrize("wdtype", [torch.int8, torch.float8_e4m3fn, torch.bfloat16], ids=["int8", "float8", "bf16"])
+def test_word_kernel_from_gemv_configs_and_fallback_to_v1(monkeypatch, wdtype):
     # The entry's fifth field picks v2 for the model's calls (config=None); rows that can't be read
-    # as int32 words (K % 4 != 0, or an odd byte offset) run v1 instead.
+    # as int32 words (K not a whole number of words, or not 4-byte aligned) run v1 instead.
     dev = KERNEL_DEVICE
-    monkeypatch.setitem(gemv.GEMV_CONFIGS, "int8", (8, 128, 4, 1, 2))
+    monkeypatch.setitem(gemv.GEMV_CONFIGS, gemv._config_key(wdtype), (8, 128, 4, 1, 2))
+    gemv_of = lambda x, q, scale: gemv.rowwise_gemv(x.to(dev), q.to(dev), None if scale is None else scale.to(dev)).cpu()
     x = torch.randn(2, 64)
-    q, scale = quantize_rowwise(random_weight(24, 64, seed=5), torch.int8)
-    ref = x.double() @ (q.double() * scale.double()[:, None]).T
+    q, scale, w = _rowwise_weight(24, 64, wdtype, seed=5)
     with monkeypatch.context() as m:
         _only_rowwise_kernel(m, 2)
-        assert rel_err(gemv.rowwise_gemv(x.to(dev), q.to(dev), scale.to(dev)).cpu(), ref) < 1e-5
+        assert rel_err(gemv_of(x, q, scale), x.double() @ w.T) < 1e-5
     _only_rowwise_kernel(monkeypatch, 1)
-    shifted = torch.empty(q.numel() + 1, dtype=torch.int8, device=dev)[1:].view(q.shape)
+    shifted = torch.empty(q.numel() + 1, dtype=wdtype, device=dev)[1:].view(q.shape)
     shifted.copy_(q)
-    assert rel_err(gemv.rowwise_gemv(x.to(dev), shifted, scale.to(dev)).cpu(), ref) < 1e-5
-    q66, s66 = quantize_rowwise(random_weight(24, 66, seed=6), torch.int8)
-    x66 = torch.randn(1, 66)
-    ref66 = x66.double() @ (q66.double() * s66.double()[:, None]).T
-    assert rel_err(gemv.rowwise_gemv(x66.to(dev), q66.to(dev), s66.to(dev)).cpu(), ref66) < 1e-5
+    assert rel_err(gemv_of(x, shifted, scale), x.double() @ w.T) < 1e-5
+    k = 65 if wdtype == torch.bfloat16 else 66  # not a whole number of words
+    q, scale, w = _rowwise_weight(24, k, wdtype, seed=6)
+    x = torch.randn(1, k)
+    assert rel_err(gemv_of(x, q, scale), x.double() @ w.T) < 1e-5
 
 
 @needs_kernels
-def test_rowwise_v2_is_int8_only():
-    q, scale = quantize_rowwise(random_weight(8, 64), torch.float8_e4m3fn)
-    with pytest.raises(ValueError, match="kernel must be 1, or 2 for int8"):
-        gemv.rowwise_gemv(torch.randn(1, 64).to(KERNEL_DEVICE), q.to(KERNEL_DEVICE), scale.to(KERNEL_DEVICE),
-                          config=[8, 64, 4, 0, 2])
+def test_rowwise_v2_weights():
+    w = random_weight(8, 64).to(torch.float16).to(KERNEL_DEVICE)
+    with pytest.raises(ValueError, match="kernel must be 1, or 2 for int8, float8_e4m3fn and bfloat16 weights; not 2 for torch.float16"):
+        gemv.rowwise_gemv(torch.randn(1, 64).to(w), w, None, config=[8, 64, 4, 0, 2])
+
+
+@pytest.mark.skipif(gemv.triton is None or not torch.cuda.is_available() or INTERPRET,
+                    reason="the PTX conversion of e4m3 runs on a GPU only")
+def test_float8_ptx_conversion_equals_tritons():
+    # The word kernel converts e4m3 bytes with inline PTX where the GPU has it (sm_89+), and with
+    # Triton's own conversion elsewhere: both exact, so the same bits out.
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("no e4m3 conversion in PTX before sm_89")
+    torch.manual_seed(0)
+    q, scale = (t.cuda() for t in quantize_rowwise(random_weight(64, 1024), torch.float8_e4m3fn))
+    x = torch.randn(2, 1024, device="cuda")
+    ptx = gemv.rowwise_gemv(x, q, scale, config=[8, 512, 2, 0, 2])
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(gemv, "_has_e4m3_convert", lambda x: False)
+        plain = gemv.rowwise_gemv(x, q, scale, config=[8, 512, 2, 0, 2])
+    assert torch.equal(ptx, plain)
 
 
 @needs_kernels
-@pytest.mark.parametrize("kind", ["int8", "float8", "bf16", "int4", "int8-v2"])
+@pytest.mark.parametrize("kind", ["int8", "float8", "bf16", "int4", "int8-v2", "float8-v2", "bf16-v2"])
 def test_prefetch_is_the_same_math(kind):
     # Prefetching only moves loads earlier: the same operations in the same order, so the same bits.
     # K = 1000 (rowwise, last tile partial) and 1024 (int4, int8 v2) over 128-wide tiles: 8 iterations.
@@ -252,8 +288,11 @@ def test_prefetch_is_the_same_math(kind):
     if kind == "int4":
         q = [t.to(dev) for t in quantize_int4(w, 64)]
         off, on = (gemv.int4_gemv(x, *q, config=[8, 128, 4, 2, p]) for p in (0, 1))
-    elif kind == "int8-v2":
-        q = [t.to(dev) for t in quantize_rowwise(w, torch.int8)]
+    elif kind == "bf16-v2":
+        q = [w.to(dev), None]
+        off, on = (gemv.rowwise_gemv(x, *q, config=[8, 128, 4, p, 2]) for p in (0, 1))
+    elif kind.endswith("-v2"):
+        q = [t.to(dev) for t in quantize_rowwise(w, gemv.SCHEMES[kind.removesuffix("-v2")])]
         off, on = (gemv.rowwise_gemv(x, *q, config=[8, 128, 4, p, 2]) for p in (0, 1))
     else:
         q = [w.to(dev), None] if kind == "bf16" else [t.to(dev) for t in quantize_rowwise(w, gemv.SCHEMES[kind])]
@@ -262,11 +301,11 @@ def test_prefetch_is_the_same_math(kind):
 
 
 @needs_kernels
-@pytest.mark.parametrize("kind", ["int8", "int4", "float8"])
+@pytest.mark.parametrize("kind", ["int8", "int4", "float8", "float8-v2"])
 @pytest.mark.parametrize("rows,n,k", [(1, 40, 2048), (3, 24, 1536)])
 def test_split_k_adds_up_to_one_split(monkeypatch, kind, rows, n, k):
     # The sixth config field splits K over programs writing fp32 partial sums; for each kernel that
-    # splits (int8 v2, the rowwise kernel on float8, int4 v2) they must add up to the unsplit result.
+    # splits (int8 v2, the rowwise kernel and v2 on float8, int4 v2) they must add up to the unsplit result.
     # float32 x over 1e-3..1e3, so a split summing the wrong tiles, or a prefetch reading past its
     # split's end, shows. K = 2048 over 256-input tiles: 8 splits; K = 1536: 6 tiles, so 2 splits
     # (each split whole tiles).
@@ -280,9 +319,9 @@ def test_split_k_adds_up_to_one_split(monkeypatch, kind, rows, n, k):
     if kind == "int4":
         q = [t.to(dev) for t in quantize_int4(w, 64)]
         call = lambda prefetch, split: gemv.int4_gemv(x, *q, config=[8, 256, 4, 2, prefetch, split])
-    else:  # int8: the v2 kernel; float8: the rowwise one
-        q = [t.to(dev) for t in quantize_rowwise(w, gemv.SCHEMES[kind])]
-        kernel = 2 if kind == "int8" else 1
+    else:  # int8: the v2 kernel; float8: the rowwise one; float8-v2: the word kernel
+        q = [t.to(dev) for t in quantize_rowwise(w, gemv.SCHEMES[kind.removesuffix("-v2")])]
+        kernel = 1 if kind == "float8" else 2
         call = lambda prefetch, split: gemv.rowwise_gemv(x, *q, config=[8, 256, 4, prefetch, kernel, split])
     for prefetch in (0, 1):
         whole, split = call(prefetch, 0), call(prefetch, 1)
@@ -365,3 +404,23 @@ def test_gemv_config_fills_left_out_fields(monkeypatch):
     assert gemv.gemv_config("int4") == (32, 512, 2, 2, 1, 1)
     assert gemv.gemv_config("int8", [8, 256, 4]) == gemv.GemvConfig(8, 256, 4, kernel=1, prefetch=0, split=0)
     assert gemv.gemv_config("int8", [8, 256, 4, 1, 2, 1]) == gemv.GemvConfig(8, 256, 4, kernel=2, prefetch=1, split=1)
+
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_modules_pass_their_gemv_config_into_the_op(monkeypatch, kind):
+    # The modules pass their GEMV_CONFIGS entry into the op as an argument, so torch.compile's graph
+    # holds it: a changed entry recompiles, and keys inductor's on-disk cache apart. Read inside the
+    # op, a process with another entry was handed the graph compiled with the first one (sixth H200
+    # session). The op is replaced by a recorder here; narrow=True keeps the narrowing of config=None.
+    monkeypatch.setattr(gemv, "triton_gemv_available", lambda x: True)
+    monkeypatch.setattr(gemv, "GEMV_CONFIGS", dict(gemv.GEMV_CONFIGS))
+    calls = []
+    op = "int4_gemv" if kind == "int4" else "rowwise_gemv"
+    monkeypatch.setattr(gemv, op, lambda x, *args: calls.append(args[-2:]) or x)  # (config, narrow)
+    linear = Int4Linear(random_weight(16, 256), 64) if kind == "int4" else RowwiseLinear(random_weight(16, 256))
+    entries = [(8, 128, 4, 2, 0, 0), (4, 256, 2, 2, 1, 1)] if kind == "int4" else [(8, 128, 4, 0, 2, 0), (4, 256, 2, 1, 1, 1)]
+    for entry in entries:
+        gemv.GEMV_CONFIGS[kind] = entry
+        linear(torch.randn(1, 256).to(torch.bfloat16))
+    assert calls == [(list(e), True) for e in entries]

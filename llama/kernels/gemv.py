@@ -11,8 +11,9 @@ Registered as int8wo-triton, int4wo-triton-<group> and float8wo-triton in llama/
 benchmarks/decode_roofline.py measures them against torchao (docs/performance.md).
 
 Layouts (N outputs, K inputs):
-- rowwise: `qweight` (N, K) int8 or float8_e4m3fn, `scale` (N,) float32; w = q * scale. For int8 a
-  second kernel (v2) reads the same bytes as int32 words, as int4's v2 does.
+- rowwise: `qweight` (N, K) int8 or float8_e4m3fn, `scale` (N,) float32; w = q * scale (or bf16
+  weights as they are, no scale). A second kernel (v2, _words_gemv_kernel) reads the same bytes as
+  int32 words, as int4's v2 does.
 - int4: `qweight` (N, K // 2) uint8, input 2j in the low nibble and 2j + 1 in the high one;
   `scale` and `zero` (N, K // group_size) in the model dtype; w = q * scale + zero, q in 0..15.
   Two kernels read it: v1 unpacks bytes; v2 reads the same bytes as int32 words (little-endian, so
@@ -126,22 +127,27 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 # one, so two tiles per program are in flight instead of one. The same math either way. Missing
 # means 0; an int4 config of three fields takes kernel, prefetch and split from here; v1 ignores them.
 # On the H200 prefetch made all linears of a token 7% faster for int8 (56% -> 60% of the copy
-# bandwidth) and for int4 with groups of 128 (38% -> 41%); bf16 and float8 were not swept with it.
-# int8 has a fifth field, the kernel: 1 (_rowwise_gemv_kernel, the default) or 2
-# (_int8_gemv_v2_kernel: int32 words, half the instructions per byte in sm_90 code). On the
-# H200 v2 took all linears of a token from 3.00 to 2.42 ms (60% -> 74% of the copy bandwidth).
+# bandwidth) and for int4 with groups of 128 (38% -> 41%); bf16 and float8 were not swept with it then.
+# int8, float8 and bf16 have a fifth field, the kernel: 1 (_rowwise_gemv_kernel, the default) or 2
+# (_words_gemv_kernel: int32 words; for int8 half the instructions per byte in sm_90 code). On the
+# H200 int8 v2 took all linears of a token from 3.00 to 2.42 ms (60% -> 74% of the copy bandwidth).
 # The rowwise kernels and int4 v2 take a sixth field, split-K (0 or 1): matrices with fewer than
 # MIN_PROGRAMS blocks of rows keep BLOCK_N and split K over up to MAX_SPLITS programs instead
 # (_k_splits), which add up their fp32 partial sums afterwards. On the H200, decoding with it, one
-# GPU, processes one after another: int8wo 324.3 -> 329.9 tok/s, int4wo-128 330.7 -> 332.4; for
-# float8 the GEMVs did not gain (2.401 vs 2.407 ms per token), so its entry leaves it off.
+# GPU, processes one after another: int8wo 324.3 -> 329.9 tok/s, int4wo-128 330.7 -> 332.4.
+# float8 and bf16 on the word kernel, with int8's entry, by decode time on the H200 (seventh
+# session, docs/performance.md): float8wo 317.1 -> 354.2 tok/s (int8wo 348.5 in the same
+# process); bf16 225.9 against 223.1 with nn.Linear (other processes). Other entries decoded
+# slower, the GEMV sweep's picks included.
 # Trying another entry: pass it as --gemv_configs (apply_configs), or clear /tmp/torchinductor_$USER
 # after editing it here. The ops read it while torch.compile traces them, so it is not in the key of
 # inductor's on-disk graph cache, and a graph compiled with the old entry is reused (sixth H200
 # session, docs/performance.md).
-GEMV_CONFIGS = {"bfloat16": (16, 512, 4), "int8": (8, 512, 2, 0, 2, 1), "float8_e4m3fn": (4, 1024, 4),
+GEMV_CONFIGS = {"bfloat16": (8, 512, 2, 0, 2, 1), "int8": (8, 512, 2, 0, 2, 1), "float8_e4m3fn": (8, 512, 2, 0, 2, 1),
                 "int4": (32, 512, 2, 2, 1, 1)}
 MIN_PROGRAMS = 1024
+# The weights kernel 2 (_words_gemv_kernel) reads: its WEIGHT, and inputs per int32 word.
+WORD_KERNEL_WEIGHTS = {torch.int8: ("int8", 4), torch.float8_e4m3fn: ("float8", 4), torch.bfloat16: ("bf16", 2)}
 MAX_SPLITS = 8
 
 
@@ -280,7 +286,7 @@ if triton is not None:
         tl.store(y_ptr + row * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
 
     @triton.jit
-    def _int8_words_load(w_ptr, rn_load, words_per_row, word, w0, w_end, MASKED: tl.constexpr):
+    def _words_load(w_ptr, rn_load, words_per_row, word, w0, w_end, MASKED: tl.constexpr):
         # The weight words of the tile at word w0; MASKED: w0 may be at or past w_end, the end of this
         # program's slice of the row (all masked off then, and never used). Tiles never straddle the
         # end (BLOCK_K divides the slice), so the mask is one value splatted to the tile (Triton's
@@ -292,48 +298,99 @@ if triton is not None:
         return tl.load(w_ptr + offs, mask=ok, eviction_policy="evict_first")
 
     @triton.jit
-    def _int8_gemv_v2_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K, words_per_row,
-                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr):
-        # int8 weights read as int32 words (4 inputs each, input 4j + i in bits 8i..8i+7), passed
-        # from the host so Triton sees them 16-byte aligned. BLOCK_K is a power of two dividing K
-        # (the caller checks). The int4 v2 kernel's trick, for bytes: XOR 0x80 makes each byte
-        # u = q + 128 in 1..255, and (u & (0xFF << b)) read as float32 bits is exactly
-        # u * 2**(b - 149) (below 2**24: subnormal or the first normal binade). x is multiplied by
-        # 2**(96 - b) (exact), so every product is u * x * 2**-53; y = 2**53 * sum(u x) - 128 sum(x).
-        # Per weight byte: one LOP3 and one FFMA, plus per word one XOR and one shift (byte 3, bits
-        # 24+ being the exponent). Compiled for sm_90 at (8, 512, 2): 3.9 instructions per weight
-        # byte per thread in the loop, the rowwise kernel 8.0 (benchmarks/gemv_sass.py, triton 3.9).
-        # Exact unless |x| >= 2**32; |u x| < 2**-73 would lose relative precision.
-        WORDS: tl.constexpr = BLOCK_K // 4
+    def _float8_bytes(w, ASM: tl.constexpr):
+        # int32 words of four e4m3 bytes -> four float32 tensors, byte i (input 4j + i) in the i-th;
+        # exact. ASM (sm_89+): two bytes at a time to f16x2 (one F2FP), each half to float32 (one
+        # HADD2.F32), 1.5 instructions per byte. Else (Triton's CPU interpreter, which runs no PTX)
+        # Triton's own conversion of each byte.
+        if ASM:
+            return tl.inline_asm_elementwise(
+                """{
+                .reg .b16 b01, b23, f0, f1, f2, f3;
+                .reg .b32 h01, h23;
+                mov.b32 {b01, b23}, $4;
+                cvt.rn.f16x2.e4m3x2 h01, b01;
+                cvt.rn.f16x2.e4m3x2 h23, b23;
+                mov.b32 {f0, f1}, h01;
+                mov.b32 {f2, f3}, h23;
+                cvt.f32.f16 $0, f0;
+                cvt.f32.f16 $1, f1;
+                cvt.f32.f16 $2, f2;
+                cvt.f32.f16 $3, f3;
+                }""", "=r,=r,=r,=r,r", [w], dtype=(tl.float32, tl.float32, tl.float32, tl.float32),
+                is_pure=True, pack=1)
+        b0 = (w & 0xFF).to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        b1 = ((w >> 8) & 0xFF).to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        b2 = ((w >> 16) & 0xFF).to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        b3 = ((w >> 24) & 0xFF).to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        return b0, b1, b2, b3
+
+    @triton.jit
+    def _words_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K, words_per_row,
+                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
+                           WEIGHT: tl.constexpr, ASM: tl.constexpr):
+        # Rowwise weights read as int32 words, passed from the host so Triton sees them 16-byte
+        # aligned. WEIGHT "int8" or "float8" (e4m3): 4 inputs a word, input 4j + i in bits
+        # 8i..8i+7; "bf16" (no scale): 2 inputs a word, input 2j + i in bits 16i..16i+15.
+        # BLOCK_K is a power of two dividing K (the caller checks).
+        # int8, the int4 v2 kernel's trick for bytes: XOR 0x80 makes each byte u = q + 128 in
+        # 1..255, and (u & (0xFF << b)) read as float32 bits is exactly u * 2**(b - 149) (below
+        # 2**24: subnormal or the first normal binade). x is multiplied by 2**(96 - b) (exact), so
+        # every product is u * x * 2**-53; y = 2**53 * sum(u x) - 128 sum(x). Per weight byte: one
+        # LOP3 and one FFMA, plus per word one XOR and one shift (byte 3, bits 24+ being the
+        # exponent). Compiled for sm_90 at (8, 512, 2): 3.9 instructions per weight byte per thread
+        # in the loop, the rowwise kernel 8.0 (benchmarks/gemv_sass.py, triton 3.9). Exact unless
+        # |x| >= 2**32; |u x| < 2**-73 would lose relative precision.
+        # float8: the same loads and loop, each word converted by _float8_bytes; the rowwise
+        # kernel's byte loads left float8 at 3336 GB/s on w13 where int8 here reached 3937 (H200).
+        # bf16: a bf16 is the top half of the float32 it stands for, so one shift or AND a weight.
+        PER_WORD: tl.constexpr = 2 if WEIGHT == "bf16" else 4
+        WORDS: tl.constexpr = BLOCK_K // PER_WORD
         m = tl.program_id(0)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         rn_load = tl.minimum(rn, N - 1)  # rows past N reread the last row: no masks in the loop
         w_start, w_end = _split_range(words_per_row, WORDS)
         word = tl.arange(0, WORDS)
-        i = tl.arange(0, 4)
-        byte_bit = tl.where(i < 3, 8 * i, 16)  # where input 4j + i sits once masked
+        i = tl.arange(0, PER_WORD)
+        byte_bit = tl.where(i < 3, 8 * i, 16)  # int8: where input 4j + i sits once masked
         x_scale = ((127 + 96 - byte_bit) << 23).to(tl.float32, bitcast=True)  # 2**(96 - bit)
         acc = tl.zeros((BLOCK_N, WORDS), dtype=tl.float32)
         x_sum = tl.zeros((WORDS,), dtype=tl.float32)
         if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
-            w = _int8_words_load(w_ptr, rn_load, words_per_row, word, w_start, w_end, False)
+            w = _words_load(w_ptr, rn_load, words_per_row, word, w_start, w_end, False)
         for w0 in range(w_start, w_end, WORDS):
             if PREFETCH:  # the next tile's loads in flight while this one is summed
-                w_next = _int8_words_load(w_ptr, rn_load, words_per_row, word, w0 + WORDS, w_end, True)
+                w_next = _words_load(w_ptr, rn_load, words_per_row, word, w0 + WORDS, w_end, True)
             else:
-                w = _int8_words_load(w_ptr, rn_load, words_per_row, word, w0, w_end, False)
-            x4 = tl.load(x_ptr + m * K + 4 * (w0 + word)[:, None] + i[None, :]).to(tl.float32)
-            x_sum += tl.sum(x4, axis=1)
-            x0, x1, x2, x3 = _split4(tl.broadcast_to((x4 * x_scale[None, :])[None, :, :], (BLOCK_N, WORDS, 4)))
-            u = w ^ -0x7F7F7F80  # 0x80808080 as int32: each byte q -> q + 128
-            acc = tl.fma((u & 0xFF).to(tl.float32, bitcast=True), x0, acc)
-            acc = tl.fma((u & 0xFF00).to(tl.float32, bitcast=True), x1, acc)
-            acc = tl.fma((u & 0xFF0000).to(tl.float32, bitcast=True), x2, acc)
-            acc = tl.fma(((u >> 8) & 0xFF0000).to(tl.float32, bitcast=True), x3, acc)
+                w = _words_load(w_ptr, rn_load, words_per_row, word, w0, w_end, False)
+            x4 = tl.load(x_ptr + m * K + PER_WORD * (w0 + word)[:, None] + i[None, :]).to(tl.float32)
+            if WEIGHT == "bf16":
+                x0, x1 = tl.split(tl.broadcast_to(x4[None, :, :], (BLOCK_N, WORDS, 2)))
+                acc = tl.fma((w << 16).to(tl.float32, bitcast=True), x0, acc)
+                acc = tl.fma((w & -0x10000).to(tl.float32, bitcast=True), x1, acc)  # & 0xFFFF0000
+            elif WEIGHT == "float8":
+                x0, x1, x2, x3 = _split4(tl.broadcast_to(x4[None, :, :], (BLOCK_N, WORDS, 4)))
+                f0, f1, f2, f3 = _float8_bytes(w, ASM)
+                acc = tl.fma(f0, x0, acc)
+                acc = tl.fma(f1, x1, acc)
+                acc = tl.fma(f2, x2, acc)
+                acc = tl.fma(f3, x3, acc)
+            else:
+                x_sum += tl.sum(x4, axis=1)
+                x0, x1, x2, x3 = _split4(tl.broadcast_to((x4 * x_scale[None, :])[None, :, :], (BLOCK_N, WORDS, 4)))
+                u = w ^ -0x7F7F7F80  # 0x80808080 as int32: each byte q -> q + 128
+                acc = tl.fma((u & 0xFF).to(tl.float32, bitcast=True), x0, acc)
+                acc = tl.fma((u & 0xFF00).to(tl.float32, bitcast=True), x1, acc)
+                acc = tl.fma((u & 0xFF0000).to(tl.float32, bitcast=True), x2, acc)
+                acc = tl.fma(((u >> 8) & 0xFF0000).to(tl.float32, bitcast=True), x3, acc)
             if PREFETCH:
                 w = w_next
-        y = tl.sum(acc, axis=1) * 2.0 ** 53 - 128.0 * tl.sum(x_sum, axis=0)
-        y = y * tl.load(scale_ptr + rn_load)
+        if WEIGHT == "int8":
+            y = tl.sum(acc, axis=1) * 2.0 ** 53 - 128.0 * tl.sum(x_sum, axis=0)
+        else:
+            y = tl.sum(acc, axis=1)
+        if WEIGHT != "bf16":
+            y = y * tl.load(scale_ptr + rn_load)
         _store_split(y_ptr, y, m, rn, N)
 
     @triton.jit
@@ -452,6 +509,10 @@ if triton is not None:
         y = tl.sum(tl.sum(acc, axis=2), axis=1) + tl.sum(acc_zero, axis=1)
         _store_split(y_ptr, y, m, rn, N)
 
+    def _has_e4m3_convert(x: Tensor) -> bool:
+        # PTX's cvt from e4m3 needs sm_89+; Triton's interpreter runs no PTX at all.
+        return x.is_cuda and torch.cuda.get_device_capability(x.device) >= (8, 9)
+
     def _tiling_block(k: int, block_k: int, minimum: int = 1) -> int:
         """The largest power of two up to block_k (but at least `minimum`) that divides K: tiles with
         no partial last tile, for the kernels that read whole words or groups without masks."""
@@ -460,12 +521,12 @@ if triton is not None:
             block_k //= 2
         return block_k
 
-    def _launch_shape(kind: str, n: int, config) -> GemvConfig:
+    def _launch_shape(kind: str, n: int, config, narrow: bool) -> GemvConfig:
         c = gemv_config(kind, config)
         # Small matrices: narrower blocks, so every SM gets several programs; with split-K the
         # blocks keep their width and K is split instead (_k_splits).
         block_n = c.block_n
-        if config is None and not c.split:
+        if (config is None or narrow) and not c.split:
             while block_n > 4 and triton.cdiv(n, block_n) < MIN_PROGRAMS:
                 block_n //= 2
         return c._replace(block_n=block_n)
@@ -492,25 +553,33 @@ if triton is not None:
 
     @triton_op("llama::rowwise_gemv", mutates_args={})
     def rowwise_gemv(x: Tensor, qweight: Tensor, scale: Tensor | None = None,
-                     config: list[int] | None = None) -> Tensor:
-        """x (..., K) @ (qweight * scale[:, None]).T for a few rows of x; qweight (N, K)."""
+                     config: list[int] | None = None, narrow: bool = False) -> Tensor:
+        """x (..., K) @ (qweight * scale[:, None]).T for a few rows of x; qweight (N, K).
+
+        config None: the GEMV_CONFIGS entry, narrowed for matrices with few rows (MIN_PROGRAMS);
+        a config is taken as given unless narrow."""
         n, k = qweight.shape
         kind = _config_key(qweight.dtype)
-        block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape(kind, n, config)
-        if kernel not in (1, 2) or (kernel == 2 and qweight.dtype != torch.int8):
-            raise ValueError(f"rowwise GEMV kernel must be 1, or 2 for int8 weights; not {kernel} for {qweight.dtype}")
+        block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape(kind, n, config, narrow)
+        if kernel not in (1, 2) or (kernel == 2 and qweight.dtype not in WORD_KERNEL_WEIGHTS):
+            raise ValueError(f"rowwise GEMV kernel must be 1, or 2 for int8, float8_e4m3fn and bfloat16 weights; "
+                             f"not {kernel} for {qweight.dtype}")
         x2 = x.reshape(-1, k).contiguous()
         grid = (x2.shape[0], triton.cdiv(n, block_n))
-        # v2 reads int32 words with no partial tiles: it needs K % 4 == 0, rows that view as int32
-        # (contiguous, 4-byte aligned), and takes the largest power-of-two BLOCK_K up to the
-        # config's that divides K; else v1 runs.
-        if kernel == 2 and k % 4 == 0 and qweight.is_contiguous() and qweight.storage_offset() % 4 == 0:
-            block_k = _tiling_block(k, block_k)
-            splits = _k_splits(n, k // 4, block_n, block_k // 4) if split else 1
+        # v2 reads int32 words with no partial tiles: it needs K a whole number of words, rows that
+        # view as int32 (contiguous, 4-byte aligned), and takes the largest power-of-two BLOCK_K up
+        # to the config's that divides K; else v1 runs.
+        weight, per_word = WORD_KERNEL_WEIGHTS.get(qweight.dtype, (None, 1))
+        if (kernel == 2 and k % per_word == 0 and qweight.is_contiguous()
+                and qweight.storage_offset() * qweight.element_size() % 4 == 0):
+            block_k = _tiling_block(k, block_k, minimum=per_word)
+            splits = _k_splits(n, k // per_word, block_n, block_k // per_word) if split else 1
             y = _split_output(x2.shape[0], n, splits, x)
-            wrap_triton(_int8_gemv_v2_kernel)[grid + (splits,)](x2, qweight.view(torch.int32), scale, y, n, k, k // 4,
-                                                                BLOCK_N=block_n, BLOCK_K=block_k,
-                                                                PREFETCH=prefetch, num_warps=num_warps)
+            wrap_triton(_words_gemv_kernel)[grid + (splits,)](x2, qweight.view(torch.int32), qweight if scale is None else scale,
+                                                              y, n, k, k // per_word, BLOCK_N=block_n, BLOCK_K=block_k,
+                                                              PREFETCH=prefetch, WEIGHT=weight,
+                                                              ASM=weight == "float8" and _has_e4m3_convert(x),
+                                                              num_warps=num_warps)
             return _reduce_splits(y, x)
         splits = _k_splits(n, k, block_n, block_k) if split else 1
         y = _split_output(x2.shape[0], n, splits, x)
@@ -523,13 +592,14 @@ if triton is not None:
 
     @triton_op("llama::int4_gemv", mutates_args={})
     def int4_gemv(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor,
-                  config: list[int] | None = None) -> Tensor:
+                  config: list[int] | None = None, narrow: bool = False) -> Tensor:
         """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x.
 
         config: [BLOCK_N, BLOCK_K, num_warps], optionally then kernel (1 or 2), prefetch and split-K
-        (0 or 1; v2 only), read by gemv_config; None takes GEMV_CONFIGS["int4"] whole."""
+        (0 or 1; v2 only), read by gemv_config; None takes GEMV_CONFIGS["int4"] whole, narrowed as
+        rowwise_gemv's."""
         n, k = packed.shape[0], 2 * packed.shape[1]
-        block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape("int4", n, config)
+        block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape("int4", n, config, narrow)
         if kernel not in (1, 2):
             raise ValueError(f"int4 GEMV kernel must be 1 or 2, not {kernel}")
         group = k // scale.shape[1]
@@ -570,10 +640,13 @@ class RowwiseLinear(nn.Module):
         return dequantize_rowwise(self.qweight, self.scale, self.out_dtype)
 
     # rowwise_gemv is a torch.library.triton_op, so torch.compile traces the kernel into its graph
-    # (fullgraph works) and CUDA graphs capture it like any other launch.
+    # (fullgraph works) and CUDA graphs capture it like any other launch. The GEMV_CONFIGS entry is
+    # passed in, not read inside the op: so it is part of the compiled graph, and of the key of
+    # inductor's on-disk cache. Read inside, a process with another entry was handed the graph
+    # compiled with the first one (docs/performance.md, sixth H200 session).
     def forward(self, x: Tensor) -> Tensor:
         if triton_gemv_available(x):
-            return rowwise_gemv(x, self.qweight, self.scale)
+            return rowwise_gemv(x, self.qweight, self.scale, list(GEMV_CONFIGS[_config_key(self.qweight.dtype)]), True)
         return F.linear(x, self.dequantize().to(x.dtype))
 
     def extra_repr(self) -> str:
@@ -595,8 +668,8 @@ class Int4Linear(nn.Module):
         return dequantize_int4(self.qweight, self.scale, self.zero)
 
     def forward(self, x: Tensor) -> Tensor:
-        if triton_gemv_available(x) and _is_power_of_two(self.group_size):
-            return int4_gemv(x, self.qweight, self.scale, self.zero)
+        if triton_gemv_available(x) and _is_power_of_two(self.group_size):  # the entry passed in: see RowwiseLinear
+            return int4_gemv(x, self.qweight, self.scale, self.zero, list(GEMV_CONFIGS["int4"]), True)
         return F.linear(x, self.dequantize().to(x.dtype))
 
     def extra_repr(self) -> str:
