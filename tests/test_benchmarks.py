@@ -23,9 +23,10 @@ needs_triton = pytest.mark.skipif(gemv.triton is None, reason="needs triton")
 def test_decode_roofline_smoke_both_bf16_paths(tmp_path):
     import decode_roofline
     decode_roofline.main(["--device", "cpu", "--model", "tiny", "--compile", "none", "--new-tokens", "8",
-                          "--runs", "bf16:ours,int8wo:ours", "--repeats", "1", "--out", str(tmp_path / "cublas")])
+                          "--runs", "bf16:ours,int8wo:ours", "--repeats", "1", "--ours_bf16", "cublas",
+                          "--out", str(tmp_path / "cublas")])
     decode_roofline.main(["--device", "cpu", "--model", "tiny", "--compile", "none", "--new-tokens", "8",
-                          "--runs", "bf16:ours", "--ours_bf16", "gemv", "--repeats", "1", "--out", str(tmp_path / "gemv")])
+                          "--runs", "bf16:ours", "--repeats", "1", "--out", str(tmp_path / "gemv")])  # the default
     rows = [json.loads(line) for line in open(tmp_path / "cublas" / "decode_roofline.jsonl")]
     assert [(r["technique"], r["linears"]) for r in rows] == [("bf16", "nn.Linear"), ("int8wo", "gemv int8")]
     (gemv_row,) = [json.loads(line) for line in open(tmp_path / "gemv" / "decode_roofline.jsonl")]
