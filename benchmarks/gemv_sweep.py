@@ -48,7 +48,8 @@ from llama.model import ARCHITECTURES  # noqa: E402
 
 ROWWISE_DTYPES = {"bfloat16": None, "int8": torch.int8, "float8_e4m3fn": torch.float8_e4m3fn}
 KINDS = (*ROWWISE_DTYPES, "int4")
-WORD_KINDS = {"int8": 4, "float8_e4m3fn": 4, "bfloat16": 2}  # rowwise kinds with a v2, the word kernel: inputs a word
+# Rowwise kinds with a v2 (the word kernel) -> inputs per int32 word, from the kernel's own table.
+WORD_KINDS = {gemv._config_key(dtype): per_word for dtype, (_, per_word) in gemv.WORD_KERNEL_WEIGHTS.items()}
 INT4_GROUPS = (64, 128)
 SCREEN_GROUP = 128  # int4 screens with this group; the recommended int4 entry is the best for it
 SCREEN_SHAPES = ("output", "w13")
