@@ -64,7 +64,7 @@ def loop_report(label: str, kernel, weight_bytes_per_thread: float) -> str:
 def main() -> None:
     print(f"triton {triton.__version__}, sm_90")
     for block_n, block_k, warps, prefetch in [(8, 512, 4, 1), (8, 512, 2, 0), (16, 1024, 8, 1)]:
-        consts = dict(BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch)
+        consts = dict(BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch, SWIGLU=False)
         per_thread = block_n * block_k / (32 * warps)  # int8: one byte per weight
         for weight, ptr in (("int8", "*i8"), ("float8", "*fp8e4nv")):  # the rowwise kernel
             v1 = compile_sm90(gemv._rowwise_gemv_kernel, dict(ROWWISE, w_ptr=ptr),
@@ -75,7 +75,8 @@ def main() -> None:
             print(loop_report(f"{weight} v2 {(block_n, block_k, warps, prefetch)}", v2,
                               per_thread * (2 if weight == "bf16" else 1)))
     block_n, block_k, warps, _, prefetch = gemv.GEMV_CONFIGS["int4"][:5]
-    v2 = compile_sm90(gemv._int4_gemv_v2_kernel, INT4_V2, dict(GROUP=128, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch), warps)
+    v2 = compile_sm90(gemv._int4_gemv_v2_kernel, INT4_V2, dict(GROUP=128, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch,
+                                                         SWIGLU=False), warps)
     print(loop_report(f"int4 v2 g128 {(block_n, block_k, warps, prefetch)}", v2, block_n * block_k / 2 / (32 * warps)))
 
 

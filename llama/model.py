@@ -126,6 +126,15 @@ class KVCache(nn.Module):
     def read(self) -> tuple[Tensor, Tensor]:
         return self.k_cache, self.v_cache
 
+    def fuses_decode_step(self, qkv: Tensor) -> bool:
+        """Whether decode_step() takes this step (a cache with a fused kernel says so)."""
+        return False
+
+    def decode_step(self, qkv: Tensor, input_pos: Tensor, freqs_cis: Tensor, n_heads: int) -> Tensor:
+        """RoPE, update and attention of one token from the wqkv output (B, 1, (Hq + 2 Hkv) D) in
+        one kernel -> (B, 1, Hq D); freqs_cis is the RoPE table's row at input_pos."""
+        raise NotImplementedError(f"{type(self).__name__} has no fused decode step")
+
     def attention(self, q: Tensor, input_pos: Tensor, mask: Tensor) -> Tensor:
         k, v = self.read()
         # enable_gqa lets SDPA broadcast K/V heads instead of copying them per query head.
@@ -287,7 +296,11 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, input_pos: Optional[Tensor], freqs_cis: Tensor, mask: Optional[Tensor]) -> Tensor:
         bsz, seqlen, _ = x.shape
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        qkv = self.wqkv(x)
+        if input_pos is not None and self.kv_cache.fuses_decode_step(qkv):
+            # One kernel instead of RoPE, the cache write and attention apart (llama/kernels/kv_caches.py).
+            return self.wo(self.kv_cache.decode_step(qkv, input_pos, freqs_cis, self.n_heads))
+        q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
         q = apply_rotary_emb(q.view(bsz, seqlen, self.n_heads, self.head_dim), freqs_cis)
         k = apply_rotary_emb(k.view(bsz, seqlen, self.n_kv_heads, self.head_dim), freqs_cis)
         v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim)
@@ -301,12 +314,18 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
+    # The linear that llama.kernels.gemv.quantize_linears may swap for one that returns
+    # silu(gate) * up itself (swiglu=True): SwiGLU in the GEMV's epilogue, one launch fewer per layer.
+    swiglu_linear = "w13"
+
     def __init__(self, config: ModelArgs):
         super().__init__()
         self.w13 = nn.Linear(config.dim, 2 * config.intermediate_size, bias=False)
         self.w2 = nn.Linear(config.intermediate_size, config.dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if getattr(self.w13, "swiglu", False):
+            return self.w2(self.w13(x))
         gate, up = self.w13(x).chunk(2, dim=-1)
         return self.w2(F.silu(gate) * up)
 

@@ -4,6 +4,8 @@ Triton kernels against the dequantized reference.
 The kernel tests need CUDA, or Triton's interpreter on CPU:
     TRITON_INTERPRET=1 pytest tests/test_kernels_gemv.py -q      (with triton installed)
 """
+import copy
+import dataclasses
 import os
 
 import pytest
@@ -417,10 +419,175 @@ def test_modules_pass_their_gemv_config_into_the_op(monkeypatch, kind):
     monkeypatch.setattr(gemv, "GEMV_CONFIGS", dict(gemv.GEMV_CONFIGS))
     calls = []
     op = "int4_gemv" if kind == "int4" else "rowwise_gemv"
-    monkeypatch.setattr(gemv, op, lambda x, *args: calls.append(args[-2:]) or x)  # (config, narrow)
+    monkeypatch.setattr(gemv, op, lambda x, *args: calls.append(args[-3:]) or x)  # (config, narrow, swiglu)
     linear = Int4Linear(random_weight(16, 256), 64) if kind == "int4" else RowwiseLinear(random_weight(16, 256))
     entries = [(8, 128, 4, 2, 0, 0), (4, 256, 2, 2, 1, 1)] if kind == "int4" else [(8, 128, 4, 0, 2, 0), (4, 256, 2, 1, 1, 1)]
     for entry in entries:
         gemv.GEMV_CONFIGS[kind] = entry
         linear(torch.randn(1, 256).to(torch.bfloat16))
-    assert calls == [(list(e), True) for e in entries]
+    assert calls == [(list(e), True, False) for e in entries]
+
+
+# ----------------------------------------------------------------------------- SwiGLU in the w13 GEMV
+
+def test_swiglu_row_order():
+    # Groups of 4 gate rows, then the 4 up rows they pair with; the torch epilogue undoes it.
+    assert gemv.swiglu_row_order(16).tolist() == [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]
+    y = torch.randn(3, 40)
+    gate, up = y.chunk(2, dim=-1)
+    assert torch.equal(gemv.swiglu_from_rows(y[:, gemv.swiglu_row_order(40)]), F.silu(gate) * up)
+    with pytest.raises(ValueError, match="multiple of 8, not 12"):
+        gemv.swiglu_row_order(12)
+
+
+@pytest.mark.parametrize("scheme", ["none", "int8", "float8", "int4"])
+def test_swiglu_fusion_on_the_model(scheme):
+    # quantize_linears fuses each FeedForward's w13 (only it), and on the torch path (CPU, prefill)
+    # the fused model gives the unfused one's logits bit for bit: the same dequantized weights, rows
+    # reordered, and silu(gate) * up computed as FeedForward computes it. dequantize() and the bytes
+    # stored are those of the unfused w13.
+    torch.manual_seed(0)
+    model = Transformer(ARCHITECTURES["tiny"]).to(torch.bfloat16)
+    unfused = copy.deepcopy(model)
+    tokens = torch.randint(0, ARCHITECTURES["tiny"].vocab_size, (1, 16))
+    quantize_linears(model, scheme, group_size=64)
+    quantize_linears(unfused, scheme, group_size=64, swiglu=False)
+    fused = {n for n, m in model.named_modules() if getattr(m, "swiglu", False)}
+    assert fused == {f"layers.{i}.feed_forward.w13" for i in range(len(model.layers))}
+    assert torch.equal(model(tokens), unfused(tokens))
+    w13, unfused_w13 = model.layers[0].feed_forward.w13, unfused.layers[0].feed_forward.w13
+    assert torch.equal(w13.dequantize(), unfused_w13.dequantize())
+    from llama import techniques
+    assert techniques.model_size_bytes(model) == techniques.model_size_bytes(unfused)
+
+
+def test_swiglu_needs_pairs_of_four():
+    # intermediate_size % 4 != 0: groups of 4 gate and 4 up rows don't tile w13, so it stays unfused.
+    torch.manual_seed(0)
+    model = Transformer(dataclasses.replace(ARCHITECTURES["tiny"], intermediate_size=770)).to(torch.bfloat16)
+    quantize_linears(model, "int8")
+    assert not model.layers[0].feed_forward.w13.swiglu and model(torch.zeros(1, 4, dtype=torch.long)).isfinite().all()
+
+
+def _swiglu_reference(x, w_stored):
+    """silu(gate) * up in float64 from a fused w13's weight in stored order, through the original
+    row order (independent of swiglu_from_rows)."""
+    y = (x.double() @ w_stored.double().T)[:, gemv.swiglu_row_order(w_stored.shape[0]).argsort()]
+    gate, up = y.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def _swiglu_linear(kind, n, k, seed=0):
+    """(fused module, its float64 weight in stored order, the GEMV_CONFIGS key) for a kernel kind."""
+    w = random_weight(n, k, seed=seed)
+    if kind.startswith("int4"):
+        lin = Int4Linear(w, 64, swiglu=True)
+        return lin, exact_dequantize_int4(lin.qweight, lin.scale, lin.zero).double(), "int4"
+    wdtype = {"int8": torch.int8, "float8": torch.float8_e4m3fn, "bf16": None}[kind.removesuffix("-v2")]
+    lin = RowwiseLinear(w, wdtype, swiglu=True)
+    stored = lin.qweight.double() * (1 if lin.scale is None else lin.scale.double()[:, None])
+    return lin, stored, "bfloat16" if wdtype is None else gemv._config_key(wdtype)
+
+
+def _spy_swiglu_from_rows(monkeypatch):
+    """Record the torch epilogue's calls: the fused kernels must not need it, the fallbacks must."""
+    calls = []
+    real = gemv.swiglu_from_rows
+    monkeypatch.setattr(gemv, "swiglu_from_rows", lambda y: calls.append(y.shape) or real(y))
+    return calls
+
+
+# Each kernel kind and the GEMV_CONFIGS entry that runs it: rowwise v1 ([..., prefetch, 1]), the
+# word kernel ([..., prefetch, 2]), int4 v1 and v2 ([..., kernel, prefetch]).
+SWIGLU_KINDS = {"int8": (16, 128, 4, 1, 1), "float8": (8, 128, 4, 0, 1), "bf16": (16, 128, 4, 0, 1),
+                "int8-v2": (16, 128, 4, 1, 2), "float8-v2": (8, 128, 4, 0, 2), "bf16-v2": (16, 128, 4, 1, 2),
+                "int4-v1": (16, 128, 4, 1, 0), "int4-v2": (16, 128, 4, 2, 1)}
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", list(SWIGLU_KINDS))
+def test_swiglu_epilogue_in_each_kernel(monkeypatch, kind):
+    # The fused module on the kernel path (its GEMV_CONFIGS entry, as the model calls it): the
+    # kernel's epilogue writes silu(gate) * up, (rows, N // 2), nothing left to torch. float32 x:
+    # against the float64 reference, only summation order and sigmoid differ; a wrong pairing of
+    # rows shows as O(1) error. N = 56 rows, 7 groups: with BLOCK_N 16 the last block is half past N.
+    # bf16 x: against the unfused module (rows in their original order) on the same kernel, then
+    # FeedForward's F.silu(gate) * up in torch: the same gate and up sums, rounded to bf16 as the
+    # epilogue rounds them; the epilogue then rounds once where torch rounds silu(gate) too, and
+    # Triton's interpreter rounds to bf16 toward zero (GPUs: to nearest): an ulp apart, ~4e-3.
+    if kind == "int4-v1":
+        _only_int4_kernel(monkeypatch, 1)
+    elif kind == "int4-v2":
+        _only_int4_kernel(monkeypatch, 2)
+    else:
+        _only_rowwise_kernel(monkeypatch, 2 if kind.endswith("-v2") else 1)
+    torch.manual_seed(0)
+    lin, w_stored, key = _swiglu_linear(kind, 56, 256)
+    monkeypatch.setitem(gemv.GEMV_CONFIGS, key, SWIGLU_KINDS[kind])
+    monkeypatch.setattr(gemv, "MIN_PROGRAMS", 1)  # no narrowing, no split-K for this small matrix
+    unfused = copy.deepcopy(lin)  # the same quantized rows, back in their original order
+    unfused.swiglu = False
+    for name, t in unfused.named_buffers():
+        if t is not None:
+            setattr(unfused, name, gemv._original_rows(t))
+    monkeypatch.setattr(gemv, "triton_gemv_available", lambda x: True)
+    calls = _spy_swiglu_from_rows(monkeypatch)
+    _poisoned_out(monkeypatch)
+    lin.to(KERNEL_DEVICE), unfused.to(KERNEL_DEVICE)
+    x = torch.randn(2, 256).to(KERNEL_DEVICE)
+    y = lin(x).cpu()
+    assert y.shape == (2, 28) and y.dtype == torch.float32 and not y.isnan().any()
+    assert rel_err(y, _swiglu_reference(x.cpu(), w_stored)) < 1e-5
+    x = x.to(torch.bfloat16)
+    y = lin(x).cpu()
+    gate, up = unfused(x).cpu().chunk(2, dim=-1)
+    assert y.shape == (2, 28) and y.dtype == torch.bfloat16
+    assert rel_err(y, F.silu(gate) * up) < 1e-2
+    assert calls == []
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind,config", [("int8-v2", [4, 128, 4, 0, 2]), ("int8", [4, 128, 4, 0, 1]),
+                                         ("int4-v2", [4, 128, 4, 2]), ("int4-v1", [4, 128, 4, 1]),
+                                         ("int8-v2", [8, 128, 4, 0, 2, 1]), ("int4-v2", [8, 128, 4, 2, 0, 1]),
+                                         ("int8-v2", None)], ids=["int8-v2-bn4", "int8-bn4", "int4-v2-bn4",
+                                                                  "int4-v1-bn4", "int8-v2-split", "int4-v2-split",
+                                                                  "int8-v2-narrowed"])
+def test_swiglu_falls_back_to_torch(monkeypatch, kind, config):
+    # Launch shapes the epilogue can't take: BLOCK_N 4 (half a group of rows), split-K (partial
+    # sums), or the GEMV_CONFIGS entry narrowed for a small matrix (config None, BLOCK_N 8 -> 4):
+    # the kernel writes all N rows and swiglu_from_rows does SwiGLU; the same result.
+    torch.manual_seed(1)
+    lin, w_stored, key = _swiglu_linear(kind, 48, 2048, seed=1)
+    monkeypatch.setitem(gemv.GEMV_CONFIGS, key, (8, 128, 4, 0, 2))
+    calls = _spy_swiglu_from_rows(monkeypatch)
+    x = torch.randn(3, 2048)
+    dev = KERNEL_DEVICE
+    if kind.startswith("int4"):
+        y = gemv.int4_gemv(x.to(dev), lin.qweight.to(dev), lin.scale.to(dev), lin.zero.to(dev), config, False, True)
+    else:
+        y = gemv.rowwise_gemv(x.to(dev), lin.qweight.to(dev), lin.scale.to(dev), config, False, True)
+    assert calls == [(3, 48)] and y.shape == (3, 24)
+    assert rel_err(y.cpu(), _swiglu_reference(x, w_stored)) < 1e-5
+
+
+@needs_kernels
+@pytest.mark.parametrize("scheme", ["int8", "int4"])  # the word kernel (as none and float8) and int4 v2
+def test_swiglu_fusion_on_the_model_with_kernels(monkeypatch, scheme):
+    # As decode runs it (a few rows of x, GEMV_CONFIGS' entries): each layer's fused w13 on its GEMV
+    # kernel and epilogue, logits within bf16 rounding of the unfused model's on the same kernel
+    # (FeedForward's eager silu rounds once more than the epilogue). Only w13 is swapped, in one
+    # layer: Triton's interpreter takes minutes for all linears of the tiny model.
+    torch.manual_seed(0)
+    model = Transformer(dataclasses.replace(ARCHITECTURES["tiny"], n_layers=1)).to(torch.bfloat16)
+    unfused = copy.deepcopy(model)
+    quantize_linears(model, scheme, group_size=64, filter_fn=lambda m, fqn: fqn.endswith("w13"))
+    quantize_linears(unfused, scheme, group_size=64, filter_fn=lambda m, fqn: fqn.endswith("w13"), swiglu=False)
+    tokens = torch.randint(0, ARCHITECTURES["tiny"].vocab_size, (1, 2))
+    monkeypatch.setattr(gemv, "triton_gemv_available", lambda x: x.numel() // x.shape[-1] <= gemv.MAX_GEMV_ROWS)
+    monkeypatch.setattr(gemv, "MIN_PROGRAMS", 1)  # the tiny model's w13: no narrowing, no split-K
+    calls = _spy_swiglu_from_rows(monkeypatch)
+    model.to(KERNEL_DEVICE), unfused.to(KERNEL_DEVICE)
+    with torch.no_grad():
+        logits, ref = model(tokens.to(KERNEL_DEVICE)).cpu(), unfused(tokens.to(KERNEL_DEVICE)).cpu()
+    assert calls == [] and rel_err(logits, ref) < 1e-2

@@ -62,6 +62,27 @@ DECODE_MAX_ROWS = 16  # query rows (tokens x heads per KV head) up to which a ca
 MIN_SLOTS_PER_SPLIT = 256
 
 
+# The fused decode step (_decode_step_kernel: RoPE, cache write and attention in one launch), for
+# model-dtype caches of up to FUSED_MAX_SLOTS slots; longer caches keep the unfused path and its
+# long-context shapes above. (BLOCK_N, num_warps, num_stages) as DECODE_CONFIGS[FMT_MODEL]; one
+# split per BLOCK_N slots of capacity (rounded up to a power of two), at most FUSED_MAX_SPLITS, merged in-kernel (a 208-slot cache:
+# 4 splits, 32 programs for 8 KV heads).
+FUSED_DECODE_CONFIG = DECODE_CONFIGS[FMT_MODEL][1:4]
+FUSED_MAX_SPLITS = 16
+FUSED_MAX_SLOTS = 4096
+
+
+def fused_decode_splits(cache_slots: int) -> int:
+    tiles = -(-cache_slots // FUSED_DECODE_CONFIG[0])
+    return min(FUSED_MAX_SPLITS, 1 << max(0, tiles - 1).bit_length())  # a power of two (the merge's arange)
+
+
+def fused_decode_available(qkv: Tensor, cache_slots: int) -> bool:
+    """Whether decode_step_attention takes this step: one token on CUDA, a cache of at most
+    FUSED_MAX_SLOTS slots."""
+    return triton is not None and qkv.is_cuda and qkv.shape[1] == 1 and cache_slots <= FUSED_MAX_SLOTS
+
+
 # ----------------------------------------------------------------------------- quantize / dequantize (torch)
 
 def quantize(x: Tensor, fmt: int) -> tuple[Tensor, Tensor | None]:
@@ -133,6 +154,39 @@ if triton is not None:
         return lo.to(DOT_DTYPE), hi.to(DOT_DTYPE)
 
     @triton.jit
+    def _attend_tiles(q_lo, q_hi, k_base, v_base, ks_base, vs_base, start, end, pos, dh, stride_kn, stride_sn,
+                      qk_scale, FMT: tl.constexpr, GROUP: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, DOT_DTYPE: tl.constexpr):
+        """Online softmax of the query rows (q_lo, q_hi) over cache slots [start, end), row r seeing
+        slots up to pos[r] -> (running max m, sum l, unnormalized acc_lo, acc_hi), all float32."""
+        m_i = tl.full([BLOCK_M], -1e30, tl.float32)  # finite: a fully masked tile gives p = 0, not NaN
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc_lo = tl.zeros([BLOCK_M, HALF], tl.float32)
+        acc_hi = tl.zeros([BLOCK_M, HALF], tl.float32)
+        for n0 in range(start, end, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            n_ok = offs_n < end
+            slots = tl.minimum(offs_n, end - 1)  # tail: re-read the last slot; its score is masked to -inf
+            k_lo, k_hi = _load_halves(k_base, ks_base, slots, dh, stride_kn, stride_sn, FMT, GROUP, HALF, DOT_DTYPE)
+            s = tl.dot(q_lo, tl.trans(k_lo)) + tl.dot(q_hi, tl.trans(k_hi))
+            if FMT == 1 or FMT == 2:
+                s = s * tl.load(ks_base + slots * stride_sn).to(tl.float32)[None, :]
+            s = tl.where(n_ok[None, :] & (offs_n[None, :] <= pos[:, None]), s * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v_lo, v_hi = _load_halves(v_base, vs_base, slots, dh, stride_kn, stride_sn, FMT, GROUP, HALF, DOT_DTYPE)
+            if FMT == 1 or FMT == 2:
+                p_dot = (p * tl.load(vs_base + slots * stride_sn).to(tl.float32)[None, :]).to(DOT_DTYPE)
+            else:
+                p_dot = p.to(DOT_DTYPE)
+            acc_lo = acc_lo * alpha[:, None] + tl.dot(p_dot, v_lo)
+            acc_hi = acc_hi * alpha[:, None] + tl.dot(p_dot, v_hi)
+            m_i = m_new
+        return m_i, l_i, acc_lo, acc_hi
+
+    @triton.jit
     def _attention_kernel(Q, K, V, KS, VS, POS, OUT, PART_ACC, PART_LSE,
                           stride_qb, stride_qh, stride_qt,
                           stride_kb, stride_kh, stride_kn,
@@ -165,32 +219,9 @@ if triton is not None:
         ks_base = KS + b * stride_sb + hkv * stride_sh
         vs_base = VS + b * stride_sb + hkv * stride_sh
 
-        m_i = tl.full([BLOCK_M], -1e30, tl.float32)  # finite: a fully masked tile gives p = 0, not NaN
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc_lo = tl.zeros([BLOCK_M, HALF], tl.float32)
-        acc_hi = tl.zeros([BLOCK_M, HALF], tl.float32)
-        for n0 in range(start, end, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            n_ok = offs_n < end
-            slots = tl.minimum(offs_n, end - 1)  # tail: re-read the last slot; its score is masked to -inf
-            k_lo, k_hi = _load_halves(k_base, ks_base, slots, dh, stride_kn, stride_sn, FMT, GROUP, HALF, DOT_DTYPE)
-            s = tl.dot(q_lo, tl.trans(k_lo)) + tl.dot(q_hi, tl.trans(k_hi))
-            if FMT == 1 or FMT == 2:
-                s = s * tl.load(ks_base + slots * stride_sn).to(tl.float32)[None, :]
-            s = tl.where(n_ok[None, :] & (offs_n[None, :] <= pos[:, None]), s * qk_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v_lo, v_hi = _load_halves(v_base, vs_base, slots, dh, stride_kn, stride_sn, FMT, GROUP, HALF, DOT_DTYPE)
-            if FMT == 1 or FMT == 2:
-                p_dot = (p * tl.load(vs_base + slots * stride_sn).to(tl.float32)[None, :]).to(DOT_DTYPE)
-            else:
-                p_dot = p.to(DOT_DTYPE)
-            acc_lo = acc_lo * alpha[:, None] + tl.dot(p_dot, v_lo)
-            acc_hi = acc_hi * alpha[:, None] + tl.dot(p_dot, v_hi)
-            m_i = m_new
-
+        m_i, l_i, acc_lo, acc_hi = _attend_tiles(q_lo, q_hi, k_base, v_base, ks_base, vs_base, start, end, pos, dh,
+                                                  stride_kn, stride_sn, qk_scale, FMT, GROUP, HALF, BLOCK_M,
+                                                  BLOCK_N, DOT_DTYPE)
         l_safe = tl.where(l_i == 0.0, 1.0, l_i)
         if NUM_SPLITS == 1:
             o_ptrs = OUT + b * stride_ob + t[:, None] * stride_ot + head[:, None] * stride_oh + dh[None, :]
@@ -216,6 +247,116 @@ if triton is not None:
         bh, row = r // (T * G), r % (T * G)
         b, head, t = bh // HKV, (bh % HKV) * G + row % G, row // G
         tl.store(OUT + b * stride_ob + t * stride_ot + head * stride_oh + d, out.to(OUT.dtype.element_ty))
+
+
+    @triton.jit
+    def _rope_halves(ptr, d, cos, sin_signed):
+        # x[d] rotated by RoPE on Meta's interleaved pairs (2i, 2i + 1): x[d] cos_i + x[d ^ 1] sin_i,
+        # the sine negative for even d. The partner comes from a second load (same lines, from L1),
+        # not a register shuffle. float32, then rounded to x's dtype as the model's RoPE rounds.
+        x = tl.load(ptr + d).to(tl.float32)
+        partner = tl.load(ptr + (d ^ 1)).to(tl.float32)
+        return (x * cos + partner * sin_signed).to(ptr.dtype.element_ty).to(tl.float32)
+
+    @triton.jit
+    def _rope_factors(FREQS, d):
+        # cos and signed sin for dims d of this step's row of the RoPE table (D/2 (cos, sin) pairs).
+        cos = tl.load(FREQS + (d // 2) * 2).to(tl.float32)
+        sin = tl.load(FREQS + (d // 2) * 2 + 1).to(tl.float32)
+        return cos, tl.where(d % 2 == 0, -sin, sin)
+
+    @triton.jit
+    def _decode_step_kernel(QKV, K, V, FREQS, POS, OUT, PART_ACC, PART_LSE, COUNT,
+                            stride_qkv, stride_kb, stride_kh, stride_kn, sm_scale_log2,
+                            HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr,
+                            BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, DOT: tl.constexpr):
+        # One decode token, model-dtype cache: RoPE on q and k, the cache write and attention in one
+        # launch, where the unfused step spends three pointwise kernels before _attention_kernel
+        # (about 3 us a layer on an H200: docs/performance.md). Program (b * HKV + kv head, split).
+        # QKV: the wqkv output (B, 1, (HQ + 2 HKV) D) rows; the new token's k and v are used from
+        # registers, so the loop reads only slots before pos, which no program writes: no race with
+        # split 0's cache write. Splits merge in-kernel: the last program of a KV head to finish (an
+        # atomic count) combines them, instead of a second kernel.
+        HALF: tl.constexpr = D // 2
+        G: tl.constexpr = HQ // HKV
+        DOT_DTYPE: tl.constexpr = tl.bfloat16 if DOT == 0 else (tl.float16 if DOT == 1 else tl.float32)
+        qk_scale = tl.cast(sm_scale_log2, tl.float32)
+        pid_bh, split = tl.program_id(0), tl.program_id(1)
+        b, hkv = pid_bh // HKV, pid_bh % HKV
+        pos = tl.load(POS)
+        rows = tl.arange(0, BLOCK_M)
+        row_ok = rows < G
+        head = hkv * G + tl.minimum(rows, G - 1)  # padding rows (tl.dot wants 16) reread the last head
+        dh = tl.arange(0, HALF)
+        cos_lo, sin_lo = _rope_factors(FREQS, dh)
+        cos_hi, sin_hi = _rope_factors(FREQS, dh + HALF)
+        qkv = QKV + b * stride_qkv
+        q_ptr = qkv + head[:, None] * D
+        q_lo = _rope_halves(q_ptr, dh[None, :], cos_lo[None, :], sin_lo[None, :])
+        q_hi = _rope_halves(q_ptr, dh[None, :] + HALF, cos_hi[None, :], sin_hi[None, :])
+        k_lo = _rope_halves(qkv + (HQ + hkv) * D, dh, cos_lo, sin_lo)
+        k_hi = _rope_halves(qkv + (HQ + hkv) * D, dh + HALF, cos_hi, sin_hi)
+        v_ptr = qkv + (HQ + HKV + hkv) * D
+        v_lo = tl.load(v_ptr + dh).to(tl.float32)
+        v_hi = tl.load(v_ptr + dh + HALF).to(tl.float32)
+        k_base = K + b * stride_kb + hkv * stride_kh
+        v_base = V + b * stride_kb + hkv * stride_kh
+        first = tl.full([HALF], split, tl.int32) == 0  # split 0 writes the cache slot
+        tl.store(k_base + pos * stride_kn + dh, k_lo.to(K.dtype.element_ty), mask=first)
+        tl.store(k_base + pos * stride_kn + dh + HALF, k_hi.to(K.dtype.element_ty), mask=first)
+        tl.store(v_base + pos * stride_kn + dh, v_lo.to(V.dtype.element_ty), mask=first)
+        tl.store(v_base + pos * stride_kn + dh + HALF, v_hi.to(V.dtype.element_ty), mask=first)
+
+        chunk = tl.cdiv(tl.cdiv(pos, NUM_SPLITS), BLOCK_N) * BLOCK_N  # slots [0, pos) over the splits
+        start = split * chunk
+        end = tl.minimum(start + chunk, pos)
+        m_i, l_i, acc_lo, acc_hi = _attend_tiles(q_lo.to(DOT_DTYPE), q_hi.to(DOT_DTYPE), k_base, v_base, k_base,
+                                                  v_base, start, end, tl.full([BLOCK_M], pos, tl.int32), dh,
+                                                  stride_kn, 0, qk_scale, 0, D, HALF, BLOCK_M, BLOCK_N, DOT_DTYPE)
+        # The new token itself, in split 0 (elsewhere its score is -inf: weight 0).
+        s_new = tl.sum(q_lo * k_lo[None, :], 1) + tl.sum(q_hi * k_hi[None, :], 1)
+        s_new = tl.where(split == 0, s_new * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, s_new)
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s_new - m_new)
+        l_i = l_i * alpha + p
+        acc_lo = acc_lo * alpha[:, None] + p[:, None] * v_lo[None, :]
+        acc_hi = acc_hi * alpha[:, None] + p[:, None] * v_hi[None, :]
+
+        out_ptrs = OUT + (b * HQ + head[:, None]) * D + dh[None, :]
+        if NUM_SPLITS == 1:
+            tl.store(out_ptrs, (acc_lo / l_i[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
+            tl.store(out_ptrs + HALF, (acc_hi / l_i[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
+        else:
+            # Normalized partial output and its log2-sum-exp (-inf for an empty split), all BLOCK_M rows.
+            n_bh = tl.num_programs(0)
+            part = (split * n_bh + pid_bh) * BLOCK_M + rows
+            l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+            tl.store(PART_LSE + part, m_i + tl.log2(l_i))
+            tl.store(PART_ACC + part[:, None] * D + dh[None, :], acc_lo / l_safe[:, None])
+            tl.store(PART_ACC + part[:, None] * D + dh[None, :] + HALF, acc_hi / l_safe[:, None])
+            # Every thread's stores before the count (one elected thread does a scalar atomic; its
+            # acq_rel orders them for the program that reads them). The last program resets the
+            # count to 0 for the next step (a captured CUDA graph replays this launch as it is).
+            tl.debug_barrier()
+            done = tl.atomic_add(COUNT + pid_bh, 1)
+            if done == NUM_SPLITS - 1:
+                tl.atomic_xchg(COUNT + pid_bh, 0)
+                s = tl.arange(0, NUM_SPLITS)
+                lse = tl.load(PART_LSE + ((s[:, None] * n_bh + pid_bh) * BLOCK_M + rows[None, :]), cache_modifier=".cg")
+                lse_max = tl.max(lse, 0)
+                weight_sum = tl.sum(tl.exp2(lse - lse_max[None, :]), 0)
+                out_lo = tl.zeros([BLOCK_M, HALF], tl.float32)
+                out_hi = tl.zeros([BLOCK_M, HALF], tl.float32)
+                for i in tl.static_range(NUM_SPLITS):
+                    part = (i * n_bh + pid_bh) * BLOCK_M + rows
+                    w = tl.exp2(tl.load(PART_LSE + part, cache_modifier=".cg") - lse_max)
+                    a_ptrs = PART_ACC + part[:, None] * D + dh[None, :]
+                    out_lo += w[:, None] * tl.load(a_ptrs, cache_modifier=".cg")
+                    out_hi += w[:, None] * tl.load(a_ptrs + HALF, cache_modifier=".cg")
+                tl.store(out_ptrs, (out_lo / weight_sum[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
+                tl.store(out_ptrs + HALF, (out_hi / weight_sum[:, None]).to(OUT.dtype.element_ty),
+                         mask=row_ok[:, None])
 
 
     def dot_kind(dtype: torch.dtype) -> int:
@@ -278,6 +419,43 @@ if triton is not None:
         config overrides DECODE_CONFIGS[fmt] / PREFILL_CONFIG (the sweep uses it); num_splits overrides
         its splits. Either is run as given; without them a short cache gets fewer splits (decode_splits)."""
         return _prefix_attention(q, k, v, k_scale, v_scale, input_pos, fmt, num_splits, config).transpose(1, 2)
+
+
+    # RoPE, the cache write and attention of one decode token in one kernel (_decode_step_kernel).
+    # Mutates the cache buffers it is given (declared: torch.compile writes them in place). The split
+    # count buffer is not declared: the kernel leaves it as it found it (all zeros).
+    @torch.library.custom_op("llama::decode_step_attention", mutates_args=("k_cache", "v_cache"))
+    def _decode_step_attention(qkv: Tensor, k_cache: Tensor, v_cache: Tensor, freqs: Tensor, input_pos: Tensor,
+                               split_count: Tensor, n_heads: int, num_splits: int) -> Tensor:
+        B, Hkv, _, D = k_cache.shape
+        block_n, warps, stages = FUSED_DECODE_CONFIG
+        out = torch.empty(B, 1, n_heads, D, dtype=qkv.dtype, device=qkv.device)
+        block_m = max(16, triton.next_power_of_2(n_heads // Hkv))  # tl.dot's least M
+        part_acc = part_lse = torch.empty(1, device=qkv.device)  # unused with one split
+        if num_splits > 1:
+            part_acc = torch.empty(num_splits * B * Hkv * block_m, D, dtype=torch.float32, device=qkv.device)
+            part_lse = torch.empty(num_splits * B * Hkv * block_m, dtype=torch.float32, device=qkv.device)
+        _decode_step_kernel[(B * Hkv, num_splits)](
+            qkv, k_cache, v_cache, freqs, input_pos, out, part_acc, part_lse, split_count,
+            qkv.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), math.log2(math.e) / math.sqrt(D),
+            HQ=n_heads, HKV=Hkv, D=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=num_splits,
+            DOT=dot_kind(qkv.dtype), num_warps=warps, num_stages=stages)
+        return out
+
+    @_decode_step_attention.register_fake
+    def _(qkv, k_cache, v_cache, freqs, input_pos, split_count, n_heads, num_splits):
+        return qkv.new_empty(qkv.shape[0], 1, n_heads, k_cache.shape[3])
+
+    def decode_step_attention(qkv: Tensor, k_cache: Tensor, v_cache: Tensor, freqs_cis: Tensor, input_pos: Tensor,
+                              split_count: Tensor, n_heads: int) -> Tensor:
+        """One decode token: qkv (B, 1, (Hq + 2 Hkv) D), the wqkv output before RoPE; k/v_cache
+        (B, Hkv, S, D) contiguous in qkv's dtype; freqs_cis (1, D/2, 2), the RoPE table's row at
+        input_pos (1,); split_count (B * Hkv,) int32 zeros. Writes the rotated k and v at input_pos
+        and returns attention over slots 0..input_pos as (B, 1, Hq * D)."""
+        splits = fused_decode_splits(k_cache.shape[2])
+        out = _decode_step_attention(qkv.contiguous(), k_cache, v_cache, freqs_cis.contiguous(), input_pos,
+                                     split_count, n_heads, splits)
+        return out.view(qkv.shape[0], 1, -1)
 
 
 else:

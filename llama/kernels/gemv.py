@@ -18,6 +18,8 @@ Layouts (N outputs, K inputs):
   `scale` and `zero` (N, K // group_size) in the model dtype; w = q * scale + zero, q in 0..15.
   Two kernels read it: v1 unpacks bytes; v2 reads the same bytes as int32 words (little-endian, so
   word j holds inputs 8j..8j+7, input 8j + i in bits 4i..4i+3) and spends fewer instructions per byte.
+- a FeedForward's w13 (either kind, swiglu=True): rows reordered in groups of 4 gate and 4 up rows
+  (SWIGLU_ROWS), and the kernels' epilogue writes silu(gate) * up instead of the 2I rows.
 
 Split-K (GEMV_CONFIGS' sixth field): matrices with few rows split K across programs that write fp32
 partial sums, then added up with one torch sum (fused into the next kernel under torch.compile;
@@ -110,6 +112,44 @@ def dequantize_int4(packed: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
         return w.view(p.shape[0], -1)
 
     return _by_rows(n, k, scale.dtype, packed.device, rows_fn)
+
+
+# ----------------------------------------------------------------------------- SwiGLU in the w13 GEMV
+# FeedForward computes silu(gate) * up from w13's 2I outputs (gate rows 0..I-1, then up rows
+# I..2I-1): on the GPU a pointwise kernel after the GEMV in every layer. quantize_linears stores a
+# FeedForward's w13 with its rows reordered in groups of SWIGLU_ROWS, 4 gate rows then the 4 up
+# rows they pair with, so a GEMV program whose block of rows is a multiple of 8 holds whole pairs
+# and its epilogue writes silu(gate) * up itself (_store_swiglu): one launch per layer fewer.
+# Weights are quantized per row (int4: per row's groups), so quantizing the reordered weight is the
+# same as reordering the quantized one.
+SWIGLU_ROWS = 8
+
+
+def swiglu_row_order(n: int) -> Tensor:
+    """Stored row r of a fused w13 of n = 2I rows is its original row swiglu_row_order(n)[r]."""
+    if n % SWIGLU_ROWS:
+        raise ValueError(f"SwiGLU fusion needs 2 * intermediate_size a multiple of {SWIGLU_ROWS}, not {n}")
+    gate = torch.arange(n // 2).view(-1, SWIGLU_ROWS // 2)
+    return torch.cat([gate, gate + n // 2], dim=1).flatten()
+
+
+def swiglu_from_rows(y: Tensor) -> Tensor:
+    """silu(gate) * up (..., I) from outputs (..., 2I) in the stored row order: the kernels' epilogue
+    in torch (CPU, prefill, launch shapes the epilogue can't take). The outputs go back to their
+    original order first and then FeedForward's own ops run on the same layout: bit for bit the
+    unfused result (torch's CPU silu rounds vectorized and tail elements differently, so on gate
+    and up gathered into another layout the last bit of float32 could differ)."""
+    y = y.unflatten(-1, (-1, 2, SWIGLU_ROWS // 2)).transpose(-3, -2).flatten(-3)
+    gate, up = y.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def _swiglu_rows(weight: Tensor) -> Tensor:
+    return weight[swiglu_row_order(weight.shape[0]).to(weight.device)]
+
+
+def _original_rows(weight: Tensor) -> Tensor:
+    return weight[swiglu_row_order(weight.shape[0]).argsort().to(weight.device)]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -225,7 +265,7 @@ if triton is not None:
     def _rowwise_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K,
                              HAS_SCALE: tl.constexpr, IS_INT8: tl.constexpr,
                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
-                             SPLIT: tl.constexpr):
+                             SPLIT: tl.constexpr, SWIGLU: tl.constexpr):
         # Grid (rows of x, blocks of N, splits of K): rows sharing a weight tile run next to each
         # other, so a second row finds the tile in L2.
         m = tl.program_id(0)
@@ -254,7 +294,7 @@ if triton is not None:
         y = tl.sum(acc, axis=1)
         if HAS_SCALE:
             y = y * tl.load(scale_ptr + rn, mask=n_ok, other=0.0)
-        _store_split(y_ptr, y, m, rn, N)
+        _store_rows(y_ptr, y, m, rn, N, BLOCK_N, SWIGLU)
 
     @triton.jit
     def _split4(t):
@@ -284,6 +324,29 @@ if triton is not None:
         # fp32 (S, rows, N) buffer of partial sums the host adds up (_reduce_splits).
         row = tl.program_id(2) * tl.num_programs(0) + m
         tl.store(y_ptr + row * N + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
+
+    @triton.jit
+    def _store_swiglu(y_ptr, y, m, N, BLOCK_N: tl.constexpr):
+        # A fused w13 (SWIGLU_ROWS): this program's BLOCK_N final row sums are BLOCK_N // 8 groups of
+        # 4 gate rows then their 4 up rows; writes silu(gate) * up, BLOCK_N // 2 outputs of y (rows,
+        # N // 2). Gate and up are rounded to the output dtype first, as the unfused w13's output is;
+        # then silu(g) * u in float32, rounded once, as torch.compile's pointwise kernel computes it
+        # (on an H200, compiled FeedForward fused and unfused gave the same bits at Llama-3.1-8B's
+        # shapes for all four schemes); eager torch also rounds silu(g): at most an ulp apart.
+        y = y.to(y_ptr.dtype.element_ty).to(tl.float32)
+        gate, up = tl.split(tl.permute(tl.reshape(y, (BLOCK_N // 8, 2, 4)), (0, 2, 1)))
+        h = tl.reshape(gate * tl.sigmoid(gate) * up, (BLOCK_N // 2,))
+        rh = tl.program_id(1) * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        tl.store(y_ptr + m * (N // 2) + rh, h.to(y_ptr.dtype.element_ty), mask=rh < N // 2)
+
+    @triton.jit
+    def _store_rows(y_ptr, y, m, rn, N, BLOCK_N: tl.constexpr, SWIGLU: tl.constexpr):
+        # The kernels' epilogue: row sums y as they are (_store_split), or SWIGLU, silu(gate) * up of
+        # them (_store_swiglu; the host launches it with BLOCK_N a multiple of 8 and no split-K).
+        if SWIGLU:
+            _store_swiglu(y_ptr, y, m, N, BLOCK_N)
+        else:
+            _store_split(y_ptr, y, m, rn, N)
 
     @triton.jit
     def _words_load(w_ptr, rn_load, words_per_row, word, w0, w_end, MASKED: tl.constexpr):
@@ -328,7 +391,7 @@ if triton is not None:
     @triton.jit
     def _words_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K, words_per_row,
                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
-                           WEIGHT: tl.constexpr, ASM: tl.constexpr):
+                           WEIGHT: tl.constexpr, ASM: tl.constexpr, SWIGLU: tl.constexpr):
         # Rowwise weights read as int32 words, passed from the host so Triton sees them 16-byte
         # aligned. WEIGHT "int8" or "float8" (e4m3): 4 inputs a word, input 4j + i in bits
         # 8i..8i+7; "bf16" (no scale): 2 inputs a word, input 2j + i in bits 16i..16i+15.
@@ -391,11 +454,12 @@ if triton is not None:
             y = tl.sum(acc, axis=1)
         if WEIGHT != "bf16":
             y = y * tl.load(scale_ptr + rn_load)
-        _store_split(y_ptr, y, m, rn, N)
+        _store_rows(y_ptr, y, m, rn, N, BLOCK_N, SWIGLU)
 
     @triton.jit
     def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K,
-                          GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                          GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          SWIGLU: tl.constexpr):
         # BLOCK_K is a power-of-two multiple of GROUP that divides K (checked by the caller).
         m = tl.program_id(0)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -418,8 +482,7 @@ if triton is not None:
             s = tl.load(scale_ptr + g, mask=n_ok[:, None], other=0.0).to(tl.float32)
             z = tl.load(zero_ptr + g, mask=n_ok[:, None], other=0.0).to(tl.float32)
             acc += qx * s + z * xs[None, :]
-        y = tl.sum(acc, axis=1)
-        tl.store(y_ptr + m * N + rn, y.to(y_ptr.dtype.element_ty), mask=n_ok)
+        _store_rows(y_ptr, tl.sum(acc, axis=1), m, rn, N, BLOCK_N, SWIGLU)  # grid 2D: no splits, y itself
 
     @triton.jit
     def _split8(t):
@@ -447,7 +510,7 @@ if triton is not None:
     @triton.jit
     def _int4_gemv_v2_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K, words_per_row,
                              GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                             PREFETCH: tl.constexpr):
+                             PREFETCH: tl.constexpr, SWIGLU: tl.constexpr):
         # w_ptr: the packed weights as int32 words (N, words_per_row = K // 8), passed from the host
         # so Triton sees it divisible by 4 and loads 16 bytes at a time. BLOCK_K is a power-of-two
         # multiple of GROUP that divides K (the caller checks); GROUP is a multiple of 8, so each word
@@ -507,7 +570,7 @@ if triton is not None:
             if PREFETCH:
                 w, s, z = w_next, s_next, z_next
         y = tl.sum(tl.sum(acc, axis=2), axis=1) + tl.sum(acc_zero, axis=1)
-        _store_split(y_ptr, y, m, rn, N)
+        _store_rows(y_ptr, y, m, rn, N, BLOCK_N, SWIGLU)
 
     def _has_e4m3_convert(x: Tensor) -> bool:
         # PTX's cvt from e4m3 needs sm_89+; Triton's interpreter runs no PTX at all.
@@ -551,13 +614,25 @@ if triton is not None:
     def _reduce_splits(y: Tensor, x: Tensor) -> Tensor:
         return (y[0] if y.shape[0] == 1 else y.sum(0).to(x.dtype)).view(*x.shape[:-1], y.shape[-1])
 
+    def _gemv_output(x2: Tensor, n: int, splits: int, block_n: int, swiglu: bool) -> tuple[Tensor, bool]:
+        """The kernel's output, and whether its epilogue does SwiGLU (then it writes n // 2 columns):
+        that needs whole groups of SWIGLU_ROWS in each program and final sums, not split-K partials.
+        Else (narrowed BLOCK_N < 8, split-K) the kernel writes all n rows and _finish does it in torch."""
+        fused = swiglu and block_n % SWIGLU_ROWS == 0 and splits == 1
+        return _split_output(x2.shape[0], n // 2 if fused else n, splits, x2), fused
+
+    def _finish(y: Tensor, x: Tensor, swiglu: bool, fused: bool) -> Tensor:
+        y = _reduce_splits(y, x)
+        return swiglu_from_rows(y) if swiglu and not fused else y
+
     @triton_op("llama::rowwise_gemv", mutates_args={})
     def rowwise_gemv(x: Tensor, qweight: Tensor, scale: Tensor | None = None,
-                     config: list[int] | None = None, narrow: bool = False) -> Tensor:
+                     config: list[int] | None = None, narrow: bool = False, swiglu: bool = False) -> Tensor:
         """x (..., K) @ (qweight * scale[:, None]).T for a few rows of x; qweight (N, K).
 
         config None: the GEMV_CONFIGS entry, narrowed for matrices with few rows (MIN_PROGRAMS);
-        a config is taken as given unless narrow."""
+        a config is taken as given unless narrow. swiglu: qweight is a fused w13 (SWIGLU_ROWS); the
+        result is silu(gate) * up, (..., N // 2)."""
         n, k = qweight.shape
         kind = _config_key(qweight.dtype)
         block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape(kind, n, config, narrow)
@@ -574,30 +649,30 @@ if triton is not None:
                 and qweight.storage_offset() * qweight.element_size() % 4 == 0):
             block_k = _tiling_block(k, block_k, minimum=per_word)
             splits = _k_splits(n, k // per_word, block_n, block_k // per_word) if split else 1
-            y = _split_output(x2.shape[0], n, splits, x)
+            y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
             wrap_triton(_words_gemv_kernel)[grid + (splits,)](x2, qweight.view(torch.int32), qweight if scale is None else scale,
                                                               y, n, k, k // per_word, BLOCK_N=block_n, BLOCK_K=block_k,
                                                               PREFETCH=prefetch, WEIGHT=weight,
                                                               ASM=weight == "float8" and _has_e4m3_convert(x),
-                                                              num_warps=num_warps)
-            return _reduce_splits(y, x)
+                                                              SWIGLU=fused, num_warps=num_warps)
+            return _finish(y, x, swiglu, fused)
         splits = _k_splits(n, k, block_n, block_k) if split else 1
-        y = _split_output(x2.shape[0], n, splits, x)
+        y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
         wrap_triton(_rowwise_gemv_kernel)[grid + (splits,)](x2, qweight, scale if scale is not None else qweight, y,
                                                             n, k, HAS_SCALE=scale is not None,
                                                             IS_INT8=qweight.dtype == torch.int8, BLOCK_N=block_n,
                                                             BLOCK_K=block_k, PREFETCH=prefetch, SPLIT=splits > 1,
-                                                            num_warps=num_warps)
-        return _reduce_splits(y, x)
+                                                            SWIGLU=fused, num_warps=num_warps)
+        return _finish(y, x, swiglu, fused)
 
     @triton_op("llama::int4_gemv", mutates_args={})
     def int4_gemv(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor,
-                  config: list[int] | None = None, narrow: bool = False) -> Tensor:
+                  config: list[int] | None = None, narrow: bool = False, swiglu: bool = False) -> Tensor:
         """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x.
 
         config: [BLOCK_N, BLOCK_K, num_warps], optionally then kernel (1 or 2), prefetch and split-K
         (0 or 1; v2 only), read by gemv_config; None takes GEMV_CONFIGS["int4"] whole, narrowed as
-        rowwise_gemv's."""
+        rowwise_gemv's. swiglu: as rowwise_gemv's."""
         n, k = packed.shape[0], 2 * packed.shape[1]
         block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape("int4", n, config, narrow)
         if kernel not in (1, 2):
@@ -610,34 +685,47 @@ if triton is not None:
         # split a word) and rows that view as int32 (contiguous, 4-byte aligned); else v1 runs.
         if kernel == 2 and group % 8 == 0 and packed.is_contiguous() and packed.storage_offset() % 4 == 0:
             splits = _k_splits(n, k // 8, block_n, block_k // 8) if split else 1
-            y = _split_output(x2.shape[0], n, splits, x)
+            y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
             wrap_triton(_int4_gemv_v2_kernel)[grid + (splits,)](x2, packed.view(torch.int32), scale, zero, y, n, k,
                                                                 k // 8, GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k,
-                                                                PREFETCH=prefetch, num_warps=num_warps)
-            return _reduce_splits(y, x)
-        y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)  # v1: no split-K
+                                                                PREFETCH=prefetch, SWIGLU=fused, num_warps=num_warps)
+            return _finish(y, x, swiglu, fused)
+        y, fused = _gemv_output(x2, n, 1, block_n, swiglu)  # v1: no split-K
         wrap_triton(_int4_gemv_kernel)[grid](x2, packed, scale, zero, y, n, k, GROUP=group, BLOCK_N=block_n,
-                                             BLOCK_K=block_k, num_warps=num_warps)
-        return y.view(*x.shape[:-1], n)
+                                             BLOCK_K=block_k, SWIGLU=fused, num_warps=num_warps)
+        return _finish(y, x, swiglu, fused)
 
 
 # ----------------------------------------------------------------------------- modules
 
+def _linear(x: Tensor, weight: Tensor, swiglu: bool) -> Tensor:
+    # The modules' torch path (CPU, prefill, no Triton): the stored weight dequantized, and for a
+    # fused w13 the GEMV kernels' SwiGLU epilogue done in torch.
+    y = F.linear(x, weight.to(x.dtype))
+    return swiglu_from_rows(y) if swiglu else y
+
+
 class RowwiseLinear(nn.Module):
     """Weight-only linear, int8 or float8_e4m3fn with a float32 scale per output row; with
-    dtype=None the weight stays in its own dtype (no scale) and only the GEMV kernel changes."""
+    dtype=None the weight stays in its own dtype (no scale) and only the GEMV kernel changes.
 
-    def __init__(self, weight: Tensor, dtype: torch.dtype | None = torch.int8):
+    swiglu: the weight is a FeedForward's w13 (gate rows, then up rows); it is stored in
+    swiglu_row_order and forward returns silu(gate) * up (SWIGLU_ROWS)."""
+
+    def __init__(self, weight: Tensor, dtype: torch.dtype | None = torch.int8, swiglu: bool = False):
         super().__init__()
+        weight = _swiglu_rows(weight) if swiglu else weight
         qweight, scale = (weight.clone(), None) if dtype is None else quantize_rowwise(weight, dtype)
         self.register_buffer("qweight", qweight)
         self.register_buffer("scale", scale)
         self.out_dtype = weight.dtype
+        self.swiglu = swiglu
 
-    def dequantize(self) -> Tensor:
-        if self.scale is None:
-            return self.qweight
-        return dequantize_rowwise(self.qweight, self.scale, self.out_dtype)
+    def dequantize(self, stored_order: bool = False) -> Tensor:
+        """The weight (N, K) the module stands for: a fused w13's rows in their original order (gate,
+        then up) unless stored_order, so F.linear with it is the unfused w13."""
+        w = self.qweight if self.scale is None else dequantize_rowwise(self.qweight, self.scale, self.out_dtype)
+        return _original_rows(w) if self.swiglu and not stored_order else w
 
     # rowwise_gemv is a torch.library.triton_op, so torch.compile traces the kernel into its graph
     # (fullgraph works) and CUDA graphs capture it like any other launch. The GEMV_CONFIGS entry is
@@ -646,46 +734,54 @@ class RowwiseLinear(nn.Module):
     # compiled with the first one (docs/performance.md, sixth H200 session).
     def forward(self, x: Tensor) -> Tensor:
         if triton_gemv_available(x):
-            return rowwise_gemv(x, self.qweight, self.scale, list(GEMV_CONFIGS[_config_key(self.qweight.dtype)]), True)
-        return F.linear(x, self.dequantize().to(x.dtype))
+            return rowwise_gemv(x, self.qweight, self.scale, list(GEMV_CONFIGS[_config_key(self.qweight.dtype)]), True,
+                                self.swiglu)
+        return _linear(x, self.dequantize(stored_order=True), self.swiglu)
 
     def extra_repr(self) -> str:
-        return f"out={self.qweight.shape[0]}, in={self.qweight.shape[1]}, dtype={self.qweight.dtype}"
+        return f"out={self.qweight.shape[0]}, in={self.qweight.shape[1]}, dtype={self.qweight.dtype}, swiglu={self.swiglu}"
 
 
 class Int4Linear(nn.Module):
-    """Weight-only linear, asymmetric int4 with a scale and zero per group of `group_size` inputs."""
+    """Weight-only linear, asymmetric int4 with a scale and zero per group of `group_size` inputs;
+    swiglu as RowwiseLinear's."""
 
-    def __init__(self, weight: Tensor, group_size: int):
+    def __init__(self, weight: Tensor, group_size: int, swiglu: bool = False):
         super().__init__()
-        packed, scale, zero = quantize_int4(weight, group_size)
+        packed, scale, zero = quantize_int4(_swiglu_rows(weight) if swiglu else weight, group_size)
         self.register_buffer("qweight", packed)
         self.register_buffer("scale", scale)
         self.register_buffer("zero", zero)
         self.group_size = group_size
+        self.swiglu = swiglu
 
-    def dequantize(self) -> Tensor:
-        return dequantize_int4(self.qweight, self.scale, self.zero)
+    def dequantize(self, stored_order: bool = False) -> Tensor:
+        """As RowwiseLinear's: a fused w13's rows in their original order unless stored_order."""
+        w = dequantize_int4(self.qweight, self.scale, self.zero)
+        return _original_rows(w) if self.swiglu and not stored_order else w
 
     def forward(self, x: Tensor) -> Tensor:
         if triton_gemv_available(x) and _is_power_of_two(self.group_size):  # the entry passed in: see RowwiseLinear
-            return int4_gemv(x, self.qweight, self.scale, self.zero, list(GEMV_CONFIGS["int4"]), True)
-        return F.linear(x, self.dequantize().to(x.dtype))
+            return int4_gemv(x, self.qweight, self.scale, self.zero, list(GEMV_CONFIGS["int4"]), True, self.swiglu)
+        return _linear(x, self.dequantize(stored_order=True), self.swiglu)
 
     def extra_repr(self) -> str:
-        return f"out={self.qweight.shape[0]}, in={2 * self.qweight.shape[1]}, group_size={self.group_size}"
+        return (f"out={self.qweight.shape[0]}, in={2 * self.qweight.shape[1]}, group_size={self.group_size}, "
+                f"swiglu={self.swiglu}")
 
 
 SCHEMES = {"none": None, "int8": torch.int8, "float8": torch.float8_e4m3fn, "int4": torch.uint8}
 
 
 def quantize_linears(model: nn.Module, scheme: str, group_size: int = 128,
-                     filter_fn: Callable[[nn.Module, str], bool] | None = None, prefix: str = "") -> nn.Module:
+                     filter_fn: Callable[[nn.Module, str], bool] | None = None, prefix: str = "",
+                     swiglu: bool = True) -> nn.Module:
     """Swap nn.Linear modules of `model` in place for our weight-only linears.
 
     scheme: "int8" | "float8" (rowwise), "int4" (groupwise, `group_size`), or "none" (weights kept
     as they are, our GEMV kernel only). filter_fn(module, fqn) picks the linears, as in torchao's
-    quantize_ (default: all of them).
+    quantize_ (default: all of them). swiglu: the linear a module names in its `swiglu_linear`
+    (FeedForward's w13) also computes silu(gate) * up (SWIGLU_ROWS), where its rows pair up.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
@@ -695,8 +791,9 @@ def quantize_linears(model: nn.Module, scheme: str, group_size: int = 128,
             if child.bias is not None:
                 raise ValueError(f"{name}: weight-only GEMV linears take no bias")
             w = child.weight.detach()
-            new = Int4Linear(w, group_size) if scheme == "int4" else RowwiseLinear(w, SCHEMES[scheme])
+            fuse = swiglu and name == getattr(model, "swiglu_linear", None) and w.shape[0] % SWIGLU_ROWS == 0
+            new = Int4Linear(w, group_size, fuse) if scheme == "int4" else RowwiseLinear(w, SCHEMES[scheme], fuse)
             setattr(model, name, new)
         else:
-            quantize_linears(child, scheme, group_size, filter_fn, prefix=f"{fqn}.")
+            quantize_linears(child, scheme, group_size, filter_fn, prefix=f"{fqn}.", swiglu=swiglu)
     return model

@@ -39,6 +39,8 @@ class PrefixKVCache(KVCache):
         scale_shape = shape[:3] + (n_groups,)
         for name in ("k_scale", "v_scale"):
             self.register_buffer(name, torch.ones(scale_shape, dtype=dtype) if n_groups else None, persistent=False)
+        # Per KV head, how many splits of the fused decode step have finished (the kernel puts it back to 0).
+        self.register_buffer("split_count", torch.zeros(batch_size * n_kv_heads, dtype=torch.int32), persistent=False)
         self.dtype = dtype
 
     def update(self, input_pos: Tensor, k: Tensor, v: Tensor) -> None:
@@ -59,6 +61,12 @@ class PrefixKVCache(KVCache):
         if self.fmt == da.FMT_FP8:
             return self.k_cache.view(torch.float8_e4m3fn), self.v_cache.view(torch.float8_e4m3fn)
         return self.k_cache, self.v_cache
+
+    def fuses_decode_step(self, qkv: Tensor) -> bool:
+        return self.fmt == da.FMT_MODEL and da.fused_decode_available(qkv, self.cache_size)
+
+    def decode_step(self, qkv: Tensor, input_pos: Tensor, freqs_cis: Tensor, n_heads: int) -> Tensor:
+        return da.decode_step_attention(qkv, self.k_cache, self.v_cache, freqs_cis, input_pos, self.split_count, n_heads)
 
     def attention(self, q: Tensor, input_pos: Tensor, mask=None) -> Tensor:
         args = (q, *self.stored(), self.k_scale, self.v_scale, input_pos, self.fmt)
