@@ -31,9 +31,9 @@ from llama.kernels import gemv  # noqa: E402
 TOOLS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 ROWWISE = {"x_ptr": "*bf16", "w_ptr": "*i8", "scale_ptr": "*fp32", "y_ptr": "*bf16", "N": "i32", "K": "i32"}
 INT8_V2 = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*fp32", "y_ptr": "*bf16", "N": "i32", "K": "i32",
-           "words_per_row": "i32"}
+           "words_per_row": "i32", "norm_ptr": "*bf16", "eps": "fp32"}
 INT4_V2 = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*bf16", "zero_ptr": "*bf16", "y_ptr": "*bf16",
-           "N": "i32", "K": "i32", "words_per_row": "i32"}
+           "N": "i32", "K": "i32", "words_per_row": "i32", "norm_ptr": "*bf16", "eps": "fp32"}
 
 
 def compile_sm90(fn, signature: dict, constexprs: dict, num_warps: int):
@@ -71,13 +71,27 @@ def main() -> None:
                               dict(consts, HAS_SCALE=True, IS_INT8=weight == "int8", SPLIT=False), warps)
             print(loop_report(f"{weight} v1 {(block_n, block_k, warps, prefetch)}", v1, per_thread))
         for weight in ("int8", "float8", "bf16"):  # the word kernel; bf16 weights are 2 bytes each
-            v2 = compile_sm90(gemv._words_gemv_kernel, INT8_V2, dict(consts, WEIGHT=weight, ASM=weight == "float8"), warps)
+            v2 = compile_sm90(gemv._words_gemv_kernel, INT8_V2, dict(consts, WEIGHT=weight, ASM=weight == "float8",
+                                                                     NORM=0), warps)
             print(loop_report(f"{weight} v2 {(block_n, block_k, warps, prefetch)}", v2,
                               per_thread * (2 if weight == "bf16" else 1)))
+    # RMSNorm in the prologue (NORM, the linears after a norm: wqkv, w13, the head): what normalizing
+    # each x tile adds to the loop, at each weight's GEMV_CONFIGS entry.
+    for weight, kind in (("int8", "int8"), ("float8", "float8_e4m3fn"), ("bf16", "bfloat16")):
+        c = gemv.gemv_config(kind)
+        block_n, block_k, warps, prefetch = c.block_n, c.block_k, c.num_warps, c.prefetch
+        v2 = compile_sm90(gemv._words_gemv_kernel, INT8_V2, dict(BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch,
+                                                                 SWIGLU=False, WEIGHT=weight, ASM=weight == "float8",
+                                                                 NORM=gemv.NORM_TILE), warps)
+        print(loop_report(f"{weight} v2 norm {(block_n, block_k, warps, prefetch)}", v2,
+                          block_n * block_k / (32 * warps) * (2 if weight == "bf16" else 1)))
     block_n, block_k, warps, _, prefetch = gemv.GEMV_CONFIGS["int4"][:5]
-    v2 = compile_sm90(gemv._int4_gemv_v2_kernel, INT4_V2, dict(GROUP=128, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch,
-                                                         SWIGLU=False), warps)
-    print(loop_report(f"int4 v2 g128 {(block_n, block_k, warps, prefetch)}", v2, block_n * block_k / 2 / (32 * warps)))
+    for norm in (False, True):
+        v2 = compile_sm90(gemv._int4_gemv_v2_kernel, INT4_V2, dict(GROUP=128, BLOCK_N=block_n, BLOCK_K=block_k,
+                                                                   PREFETCH=prefetch, SWIGLU=False,
+                                                                   NORM=gemv.NORM_TILE if norm else 0), warps)
+        print(loop_report(f"int4 v2 g128{' norm' if norm else ''} {(block_n, block_k, warps, prefetch)}", v2,
+                          block_n * block_k / 2 / (32 * warps)))
 
 
 if __name__ == "__main__":

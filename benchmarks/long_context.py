@@ -9,6 +9,7 @@ here. Then real long prompts (chunked prefill, no S x S mask) and the logits err
 
     python benchmarks/long_context.py                                  # the full run on a GPU
     python benchmarks/long_context.py --kernel_sweep                   # decode attention launch shapes only
+    python benchmarks/long_context.py --fused_sweep 100,200            # the fused decode step's shapes only
     python benchmarks/long_context.py --device cpu --model tiny --weights bf16 --sizes 256,1024 \
         --long_prompts 512 --short_cache 256 --new_tokens 4          # a CPU smoke run
 """
@@ -224,6 +225,49 @@ def kernel_sweep(model_name: str, device, bandwidth: float, context: int, out: l
                current=str(current[n])) for n, c in best.items()], out)
 
 
+def fused_sweep(model_name: str, device, cache_size: int, contexts: list[int], out: list[str]) -> None:
+    """Time the fused decode step (RoPE, cache write and attention of one token: one layer of
+    decode_attention.decode_step_attention) alone at each filled context of a `cache_size`-slot bf16
+    cache, over launch shapes (BLOCK_N, num_warps, num_stages), as CUDA-graph replays; print
+    microseconds, the best shape per context, and the default's time."""
+    from triton.runtime.errors import OutOfResources
+    from triton.testing import do_bench_cudagraph
+
+    from llama.kernels import decode_attention as da
+    cfg = ARCHITECTURES[model_name]
+    hq, hkv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    g = torch.Generator(device=device).manual_seed(0)
+    k_cache, v_cache = (torch.randn(1, hkv, cache_size, d, device=device, dtype=torch.bfloat16, generator=g)
+                        for _ in range(2))
+    qkv = torch.randn(1, 1, (hq + 2 * hkv) * d, device=device, dtype=torch.bfloat16, generator=g)
+    freqs = torch.randn(1, d // 2, 2, device=device, dtype=torch.bfloat16, generator=g)
+    rows, best = [], []
+    shapes = [(bn, w, st) for bn in (32, 64, 128, 256) for w in (2, 4, 8) for st in (1, 2, 3)]
+    for context in contexts:
+        pos = torch.tensor([context - 1], device=device)
+        ref = da.decode_step_attention(qkv, k_cache, v_cache, freqs, pos, hq)
+        times = {}
+        for shape in shapes:
+            run = lambda: da.decode_step_attention(qkv, k_cache, v_cache, freqs, pos, hq, list(shape))  # noqa: E731
+            try:
+                got = run()
+            except OutOfResources as e:
+                print(f"fused step {shape}: skipped ({e})", flush=True)
+                continue
+            err = ((got.float() - ref.float()).norm() / ref.float().norm()).item()
+            if not err < 1e-2:
+                raise SystemExit(f"fused step {shape}: relative error {err:.2e} against the default shape")
+            times[shape] = us = 1e3 * do_bench_cudagraph(run, rep=30, return_mode="median")
+            rows.append(dict(context=context, block_n=shape[0], warps=shape[1], stages=shape[2], us=us))
+            print(rows[-1], flush=True)
+        default = tuple(da.FUSED_DECODE_CONFIG)
+        c = min(times, key=times.get)
+        best.append(dict(context=context, best=str(c), best_us=times[c], default=str(default),
+                         default_us=times.get(default)))
+    show(f"fused decode step alone (one layer: B=1, {hq} q heads, {hkv} KV heads, a {cache_size}-slot cache)",
+         rows, out)
+    show("best fused decode step shape per context (BLOCK_N, warps, stages)", best, out)
+
 def show(title, rows, out):
     text = f"\n### {title}\n\n" + tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3g")
     print(text, flush=True)
@@ -254,6 +298,10 @@ def main(argv=None):
                         "stays eager so the committed tables keep their command")
     p.add_argument("--kernel_sweep", type=int, nargs="?", const=131072, metavar="CONTEXT",
                    help="time the decode attention kernel alone at this context (default 131072) and exit")
+    p.add_argument("--fused_sweep", metavar="CONTEXTS",
+                   help="comma list of filled contexts: time the fused decode step (RoPE, cache write, attention) "
+                        "alone over launch shapes, with a --fused_sweep_cache-slot cache, and exit")
+    p.add_argument("--fused_sweep_cache", type=int, default=208)
     p.add_argument("--out", default=None, help="also write the tables to this file")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -268,8 +316,12 @@ def main(argv=None):
     print(f"# {args.model} synthetic, {device} "
           f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, copy bandwidth {bandwidth / GB:.0f} GB/s",
           flush=True)
-    if args.kernel_sweep:
-        kernel_sweep(args.model, device, bandwidth, args.kernel_sweep, tables)
+    if args.kernel_sweep or args.fused_sweep:
+        if args.kernel_sweep:
+            kernel_sweep(args.model, device, bandwidth, args.kernel_sweep, tables)
+        if args.fused_sweep:
+            fused_sweep(args.model, device, args.fused_sweep_cache, [int(c) for c in args.fused_sweep.split(",")],
+                        tables)
         if args.out:
             Path(args.out).write_text("\n".join(tables) + "\n")
         return

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 import torch._inductor.config  # INDUCTOR_CONFIG below
 from torch import Tensor
 
@@ -69,10 +70,25 @@ class Settings:
 
 # ----------------------------------------------------------------------------- sampling and steps
 
+ARGMAX_CHUNK = 1024
+
+
+def argmax(x: Tensor) -> Tensor:
+    """torch.argmax(x, -1, keepdim=True) of (B, V) in two parallel stages: the max of each chunk of
+    ARGMAX_CHUNK entries, then the first chunk holding the largest (so ties go to the first index, as
+    torch's). Inductor runs an argmax as one reduction that it does not split: 18 us per token on one
+    SM for Llama 3's 128256 logits (H200, benchmarks/profile_decode_step.py)."""
+    pad = -x.shape[-1] % ARGMAX_CHUNK
+    chunks = F.pad(x, (0, pad), value=-float("inf")).view(x.shape[0], -1, ARGMAX_CHUNK)
+    values, within = chunks.max(-1)
+    chunk = values.argmax(-1, keepdim=True)
+    return chunk * ARGMAX_CHUNK + within.gather(-1, chunk)
+
+
 def sample(logits: Tensor, temperature: float, top_k: Optional[int]) -> Tensor:
     """logits (B, V) -> next tokens (B, 1), on the device, with no host sync."""
     if temperature <= 0:
-        return torch.argmax(logits, dim=-1, keepdim=True)
+        return argmax(logits)
     logits = logits.float() / temperature
     if top_k is not None:
         pivot = torch.topk(logits, min(top_k, logits.size(-1))).values[..., -1:]
@@ -80,7 +96,7 @@ def sample(logits: Tensor, temperature: float, top_k: Optional[int]) -> Tensor:
     probs = torch.softmax(logits, dim=-1)
     # argmax(p / Exp(1)) is a draw from p (the exponential race); torch.multinomial would sync.
     race = torch.empty_like(probs).exponential_(1)
-    return torch.argmax(probs / race, dim=-1, keepdim=True)
+    return argmax(probs / race)
 
 
 def prefill(model: Transformer, tokens: Tensor, input_pos: Tensor, temperature: float, top_k: Optional[int]) -> Tensor:

@@ -195,6 +195,10 @@ import llama.kernels.kv_caches  # noqa: E402,F401
 # ----------------------------------------------------------------------------- the model
 
 class Transformer(nn.Module):
+    # The RMSNorm that llama.kernels.gemv.quantize_linears may move into the linear reading its
+    # output (fuse_norms=True): the norm becomes that GEMV's prologue, one launch fewer per token.
+    norm_into = {"norm": "output"}
+
     def __init__(self, config: ModelArgs):
         super().__init__()
         self.config = config
@@ -273,6 +277,10 @@ class Transformer(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+    # As Transformer.norm_into: each norm and the linear that reads its output. Once moved, the norm
+    # is an nn.Identity and forward passes x unnormalized to a linear that normalizes it itself.
+    norm_into = {"attention_norm": "attention.wqkv", "ffn_norm": "feed_forward.w13"}
+
     def __init__(self, config: ModelArgs):
         super().__init__()
         self.attention = Attention(config)
@@ -337,8 +345,15 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMSNorm.forward, also run by the GEMV linears that took a norm in (llama/kernels/gemv.py) on
+    their torch path; their kernels compute the same: r in float32, x * r rounded to x's dtype, times
+    the weight."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * weight
 
 
 # ----------------------------------------------------------------------------- RoPE

@@ -61,11 +61,18 @@ def test_sm90_instruction_counts():
                                                      out, re.MULTILINE)}
     assert per_byte["int8 v2 (8, 512, 2, 0)"] < 0.6 * per_byte["int8 v1 (8, 512, 2, 0)"], per_byte
     # 3.92 now; 4.36 when the split-K start hid the tiles' alignment (docs/performance.md)
-    assert per_byte["int8 v2 (8, 512, 2, 0)"] < 4.1 and len(per_byte) == 16, per_byte
+    assert per_byte["int8 v2 (8, 512, 2, 0)"] < 4.1 and len(per_byte) == 20, per_byte
     # float8 on the word kernel: no more per byte than int8 there (3.66 against 3.92; Triton 3.6: 3.80
     # against 4.33), and under the rowwise kernel's float8 loop at the same launch shape (4.47; 3.6: 4.66)
     assert per_byte["float8 v2 (8, 512, 2, 0)"] <= per_byte["int8 v2 (8, 512, 2, 0)"], per_byte
     assert per_byte["float8 v2 (8, 512, 2, 0)"] < 0.9 * per_byte["float8 v1 (8, 512, 2, 0)"], per_byte
+    # RMSNorm in the prologue (NORM) at the GEMV_CONFIGS entries: each x tile normalized as it is
+    # loaded costs at most ~15% more per weight byte in the loop (Triton 3.9: int8 3.92 -> 4.44,
+    # float8 3.66 -> 4.19, bf16 1.78 -> 2.04, int4 6.15 -> 6.41).
+    pairs = {normed: normed.replace(" norm", "") for normed in per_byte if " norm " in normed}
+    assert len(pairs) == 4 and sum(plain in per_byte for plain in pairs.values()) >= 1, per_byte
+    for normed, plain in pairs.items():
+        assert plain not in per_byte or per_byte[normed] < 1.2 * per_byte[plain], (normed, per_byte)
 
 
 @pytest.mark.parametrize("text,message", [("[1, 2]", "not a JSON object"), ('{"int9": [8, 512, 2]}', "unknown weight kinds"),

@@ -231,3 +231,17 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_checkpoint, capsys, args, m
     err = capsys.readouterr().err.strip()
     assert (code, r) == (2, None)
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("vocab", [5, 1000, 1024, 128256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_two_stage_argmax_is_torchs(vocab, dtype):
+    """Greedy sampling's argmax in two stages gives torch.argmax's index, ties (first wins) included,
+    for vocabularies that are and are not whole chunks."""
+    from llama.generate import argmax
+    torch.manual_seed(vocab)
+    for _ in range(10):
+        x = torch.randn(3, vocab).to(dtype)
+        x[1, vocab // 3] = x[1, vocab - 1] = x[1].max() + 1  # a tie across chunks
+        x[2] = 0.0  # all tied: index 0
+        assert torch.equal(argmax(x), torch.argmax(x, -1, keepdim=True))

@@ -7,6 +7,9 @@ The kernel tests need CUDA, or Triton's interpreter on CPU:
 import copy
 import dataclasses
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +18,7 @@ import torch.nn.functional as F
 from llama.kernels import gemv
 from llama.kernels.gemv import (Int4Linear, RowwiseLinear, dequantize_int4, quantize_int4, quantize_linears,
                                 quantize_rowwise)
-from llama.model import ARCHITECTURES, Transformer
+from llama.model import ARCHITECTURES, RMSNorm, Transformer, TransformerBlock, rms_norm
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -419,13 +422,20 @@ def test_modules_pass_their_gemv_config_into_the_op(monkeypatch, kind):
     monkeypatch.setattr(gemv, "GEMV_CONFIGS", dict(gemv.GEMV_CONFIGS))
     calls = []
     op = "int4_gemv" if kind == "int4" else "rowwise_gemv"
-    monkeypatch.setattr(gemv, op, lambda x, *args: calls.append(args[-3:]) or x)  # (config, narrow, swiglu)
+    # (config, narrow, swiglu) and the norm
+    monkeypatch.setattr(gemv, op, lambda x, *args, **kwargs: calls.append((args[-3:], kwargs)) or x)
     linear = Int4Linear(random_weight(16, 256), 64) if kind == "int4" else RowwiseLinear(random_weight(16, 256))
     entries = [(8, 128, 4, 2, 0, 0), (4, 256, 2, 2, 1, 1)] if kind == "int4" else [(8, 128, 4, 0, 2, 0), (4, 256, 2, 1, 1, 1)]
     for entry in entries:
         gemv.GEMV_CONFIGS[kind] = entry
         linear(torch.randn(1, 256).to(torch.bfloat16))
-    assert calls == [(list(e), True, False) for e in entries]
+    assert calls == [((list(e), True, False), dict(norm_weight=None, eps=0.0)) for e in entries]
+    # A linear that took a norm in (quantize_linears' fuse_norms) passes its weight and eps along.
+    g = torch.randn(256).to(torch.bfloat16)
+    linear.take_norm(g, 1e-5)
+    linear(torch.randn(1, 256).to(torch.bfloat16))
+    assert calls[-1][1]["norm_weight"] is linear.norm_weight and torch.equal(linear.norm_weight, g)
+    assert calls[-1][1]["eps"] == 1e-5
 
 
 # ----------------------------------------------------------------------------- SwiGLU in the w13 GEMV
@@ -583,11 +593,290 @@ def test_swiglu_fusion_on_the_model_with_kernels(monkeypatch, scheme):
     unfused = copy.deepcopy(model)
     quantize_linears(model, scheme, group_size=64, filter_fn=lambda m, fqn: fqn.endswith("w13"))
     quantize_linears(unfused, scheme, group_size=64, filter_fn=lambda m, fqn: fqn.endswith("w13"), swiglu=False)
-    tokens = torch.randint(0, ARCHITECTURES["tiny"].vocab_size, (1, 2))
-    monkeypatch.setattr(gemv, "triton_gemv_available", lambda x: x.numel() // x.shape[-1] <= gemv.MAX_GEMV_ROWS)
-    monkeypatch.setattr(gemv, "MIN_PROGRAMS", 1)  # the tiny model's w13: no narrowing, no split-K
     calls = _spy_swiglu_from_rows(monkeypatch)
+    logits, ref = _decode_on_kernels(monkeypatch, model, unfused)
+    assert calls == [] and rel_err(logits, ref) < 1e-2
+
+
+def _decode_on_kernels(monkeypatch, model, unfused):
+    """Both models' logits for two tokens with their linears on the GEMV kernels (CUDA, or Triton's
+    interpreter), whole launch shapes: no narrowing, no split-K for the tiny model's linears."""
+    tokens = torch.randint(0, model.config.vocab_size, (1, 2))
+    monkeypatch.setattr(gemv, "triton_gemv_available", lambda x: x.numel() // x.shape[-1] <= gemv.MAX_GEMV_ROWS)
+    monkeypatch.setattr(gemv, "MIN_PROGRAMS", 1)
     model.to(KERNEL_DEVICE), unfused.to(KERNEL_DEVICE)
     with torch.no_grad():
-        logits, ref = model(tokens.to(KERNEL_DEVICE)).cpu(), unfused(tokens.to(KERNEL_DEVICE)).cpu()
-    assert calls == [] and rel_err(logits, ref) < 1e-2
+        return model(tokens.to(KERNEL_DEVICE)).cpu(), unfused(tokens.to(KERNEL_DEVICE)).cpu()
+
+
+# ----------------------------------------------------------------------------- RMSNorm in the GEMV
+
+def _random_norm_weights(model, seed=0):
+    """RMSNorm weights away from 1 (a new model's are all ones, which would hide a missing weight)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, RMSNorm):
+            m.weight.data = (1 + 0.5 * torch.randn(m.weight.shape, generator=g)).to(m.weight.dtype)
+    return model
+
+
+def _norm_pairs(model):
+    """{norm's fqn: fqn of the linear it moves into}, from the modules' norm_into."""
+    pairs = {}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        for norm, linear in getattr(module, "norm_into", {}).items():
+            pairs[prefix + norm] = prefix + linear
+    return pairs
+
+
+@pytest.mark.parametrize("scheme", ["none", "int8", "float8", "int4"])
+def test_norm_fusion_on_the_model(scheme):
+    # quantize_linears moves each RMSNorm of norm_into (attention_norm -> wqkv, ffn_norm -> w13, norm
+    # -> output) into its linear: the norm an nn.Identity, the linear holding the norm's weight and
+    # eps. On the torch path (CPU, prefill) the linear runs llama.model.rms_norm itself: the same
+    # logits as the unfused model, bit for bit, and the same bytes stored.
+    torch.manual_seed(0)
+    model = _random_norm_weights(Transformer(ARCHITECTURES["tiny"]).to(torch.bfloat16))
+    norms = {n: (m.weight.detach().clone(), m.eps) for n, m in model.named_modules() if isinstance(m, RMSNorm)}
+    pairs = _norm_pairs(model)
+    layers = len(model.layers)
+    assert pairs == {"norm": "output", **{f"layers.{i}.{n}": f"layers.{i}.{lin}" for i in range(layers)
+                                          for n, lin in TransformerBlock.norm_into.items()}}
+    assert set(pairs) == set(norms)
+    unfused = copy.deepcopy(model)
+    quantize_linears(model, scheme, group_size=64, fuse_norms=True)
+    quantize_linears(unfused, scheme, group_size=64, fuse_norms=False)
+    modules, unfused_modules = dict(model.named_modules()), dict(unfused.named_modules())
+    for norm, linear in pairs.items():
+        assert type(modules[norm]) is torch.nn.Identity and isinstance(unfused_modules[norm], RMSNorm)
+        assert torch.equal(modules[linear].norm_weight, norms[norm][0]) and modules[linear].norm_eps == norms[norm][1]
+        assert unfused_modules[linear].norm_weight is None
+    others = [m for n, m in modules.items() if isinstance(m, gemv._GemvLinear) and n not in pairs.values()]
+    assert len(others) == 2 * layers and all(m.norm_weight is None for m in others)  # wo, w2
+    tokens = torch.randint(0, ARCHITECTURES["tiny"].vocab_size, (1, 16))
+    assert torch.equal(model(tokens), unfused(tokens))
+    from llama import techniques
+    assert techniques.model_size_bytes(model) == techniques.model_size_bytes(unfused)
+
+
+@pytest.mark.parametrize("scheme", ["none", "int8", "float8", "int4"])
+def test_norms_move_by_default_only_where_that_decoded_faster(scheme):
+    model = Transformer(ARCHITECTURES["tiny"])
+    quantize_linears(model, scheme, group_size=64)
+    moved = type(model.norm) is torch.nn.Identity
+    assert moved == (scheme in gemv.FUSE_NORMS_BY_DEFAULT) and (moved == (model.output.norm_weight is not None))
+
+
+def test_norm_stays_where_its_linear_is_not_ours():
+    # A norm moves only into a linear that is now one of ours: not into an nn.Linear left alone (a
+    # tied output head, a filter), and not twice.
+    torch.manual_seed(0)
+    model = _random_norm_weights(Transformer(ARCHITECTURES["tiny"]).to(torch.bfloat16))
+    ref = model(torch.arange(8)[None])
+    quantize_linears(model, "int8", filter_fn=lambda m, fqn: fqn not in ("output", "layers.1.attention.wqkv"),
+                     fuse_norms=True)
+    assert isinstance(model.norm, RMSNorm) and type(model.output) is torch.nn.Linear
+    assert isinstance(model.layers[1].attention_norm, RMSNorm) and type(model.layers[1].ffn_norm) is torch.nn.Identity
+    assert type(model.layers[0].attention_norm) is torch.nn.Identity
+    assert rel_err(model(torch.arange(8)[None]), ref) < 0.05
+    w13 = model.layers[0].feed_forward.w13
+    quantize_linears(model, "int8", fuse_norms=True)  # swaps only what is left (output, layers.1's wqkv)
+    assert type(model.norm) is torch.nn.Identity and model.output.norm_weight is not None
+    assert model.layers[0].feed_forward.w13 is w13
+
+
+def _round_as_kernels(t, dtype):
+    """float32 t rounded to dtype as the kernels round it: Triton's interpreter truncates float32 to
+    bfloat16 (GPUs round to nearest, as torch does); to float16 it rounds to nearest too."""
+    if INTERPRET and dtype == torch.bfloat16:
+        return (t.float().view(torch.int32) & -0x10000).view(torch.float32).to(dtype)
+    return t.to(dtype)
+
+
+def _normed_as_kernels(x, g, eps):
+    """rms_norm(x, g, eps) in x's dtype with its two roundings done as the kernels do them
+    (_round_as_kernels): rms_norm's own bits on GPUs, and under the interpreter for float16."""
+    xf = x.float()
+    r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return _round_as_kernels(_round_as_kernels(xf * r, x.dtype).float() * g.float(), x.dtype)
+
+
+def _spy_torch_norm(monkeypatch):
+    """Record the norms gemv runs in torch (the ops' normed_input, the modules' torch path): the
+    NORM kernels must need none."""
+    calls = []
+    real = gemv.rms_norm
+    monkeypatch.setattr(gemv, "rms_norm", lambda *a: calls.append(a[0].shape) or real(*a))
+    return calls
+
+
+def _norm_kernel_call(kind, q, config, prefetch, split):
+    """The op on the NORM kernel of `kind` (the word kernel for int8, float8 and bf16; int4 v2)."""
+    if kind == "int4":
+        return lambda x, **norm: gemv.int4_gemv(x, *q, config=config + [2, prefetch, split], **norm)
+    return lambda x, **norm: gemv.rowwise_gemv(x, *q, config=config + [prefetch, 2, split], **norm)
+
+
+def _quantized(kind, w, dev):
+    if kind == "int4":
+        return [t.to(dev) for t in quantize_int4(w, 64)]
+    if kind == "bf16":
+        return [w.to(dev), None]
+    return [t.to(dev) for t in quantize_rowwise(w, gemv.SCHEMES[kind])]
+
+
+@needs_kernels
+@pytest.mark.parametrize("split", [0, 1])
+@pytest.mark.parametrize("prefetch", [0, 1])
+@pytest.mark.parametrize("kind", ["int8", "float8", "bf16", "int4"])
+def test_norm_prologue_matches_torch_norm(monkeypatch, kind, prefetch, split):
+    # The op with norm_weight (the kernel's prologue) against the same op on x normalized in torch
+    # (normed_input). float32 x and weight: no rounding to bf16 anywhere, so only the order of x^2's
+    # sum differs: a wrong r (e.g. summed over a split's part of the row only), a missing eps or g
+    # shows as O(1) error. Rows at scales 1, 100 and 0.01 (there eps = 0.25 dominates the mean
+    # square). K = 1024 over 128-input tiles: 8 tiles, split-K into 8; the x^2 pre-pass 256 wide, so
+    # it takes 4 tiles (NORM_TILE; K up to its 2048 takes one: test_norm_prologue_rounds_as_rms_norm).
+    _only_int4_kernel(monkeypatch, 2) if kind == "int4" else _only_rowwise_kernel(monkeypatch, 2)
+    monkeypatch.setattr(gemv, "NORM_TILE", 256)
+    splits = []
+    real_k_splits = gemv._k_splits
+    monkeypatch.setattr(gemv, "_k_splits", lambda *a: splits.append(real_k_splits(*a)) or splits[-1])
+    normed = _spy_torch_norm(monkeypatch)
+    torch.manual_seed(0)
+    rows, n, k, eps, dev = 3, 24, 1024, 0.25, KERNEL_DEVICE
+    q = _quantized(kind, random_weight(n, k, seed=5), dev)
+    call = _norm_kernel_call(kind, q, [8, 128, 4], prefetch, split)
+    x = torch.randn(rows, k) * torch.tensor([[1.0], [100.0], [0.01]])
+    g = 1 + 0.5 * torch.randn(k)
+    y = call(x.to(dev), norm_weight=g.to(dev), eps=eps).cpu()
+    ref = call(rms_norm(x, g, eps).to(dev)).cpu()
+    assert y.shape == (rows, n) and y.dtype == torch.float32
+    assert max(rel_err(a, b) for a, b in zip(y, ref)) < 1e-5
+    assert splits == ([8, 8] if split else []) and normed == []
+    # bf16: the kernel rounds x * r and then its product with g to bf16, as rms_norm does; against
+    # the op on x normalized with those roundings (Triton's interpreter truncates to bf16, so rms_norm's
+    # own bits differ by an ulp: 1e-2 there), and on rms_norm's (an ulp from the interpreter's).
+    xb, gb = x.to(torch.bfloat16), g.to(torch.bfloat16)
+    y = call(xb.to(dev), norm_weight=gb.to(dev), eps=eps).cpu()
+    ref = call(_normed_as_kernels(xb, gb, eps).to(dev)).cpu()
+    assert y.dtype == torch.bfloat16 and max(rel_err(a, b) for a, b in zip(y, ref)) < 1e-3
+    ref = call(rms_norm(xb, gb, eps).to(dev)).cpu()
+    assert max(rel_err(a, b) for a, b in zip(y, ref)) < 2e-2
+
+
+@needs_kernels
+@pytest.mark.parametrize("split", [0, 1])
+@pytest.mark.parametrize("prefetch", [0, 1])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("kind", ["bf16", "int4"])
+def test_norm_prologue_rounds_as_rms_norm(monkeypatch, kind, dtype, prefetch, split):
+    # The normalized x itself, bit for bit: weights 15 * identity (64 x 384: the outputs see the first
+    # 64 inputs, r all 384, in one pre-pass tile of 512, partly masked; bf16 weights on the word
+    # kernel, whose prologue int8 and float8 share;
+    # int4 v2 with exact scale 1 and zero 0), so each output is 15 * xn of one input, exact in
+    # float32, then rounded once to x's dtype. Against rms_norm with
+    # both its roundings (x * r, then times g): dropping either rounding, the weight or eps changes
+    # a quarter of the outputs or more. float16 rounds to nearest here as on GPUs; bfloat16 as the
+    # kernels round it (_round_as_kernels). r's float32 sum may differ by an ulp from torch's: on a
+    # GPU (approximate rsqrt) a few outputs may differ, under the interpreter none do.
+    _only_int4_kernel(monkeypatch, 2) if kind == "int4" else _only_rowwise_kernel(monkeypatch, 2)
+    torch.manual_seed(1)
+    n, k, eps, dev = 64, 384, 0.25, KERNEL_DEVICE
+    w = (15 * torch.eye(n, k)).to(torch.bfloat16)
+    q = [t.to(dev) for t in quantize_int4(w, 32)] if kind == "int4" else [w.to(dev), None]
+    if kind == "int4":
+        assert torch.equal(exact_dequantize_int4(*[t.cpu() for t in q]), w.float())
+    x = (torch.randn(2, k) * torch.tensor([[1.0], [0.3]])).to(dtype)
+    g = (1 + 0.5 * torch.randn(k)).to(dtype)
+    y = _norm_kernel_call(kind, q, [8, 64, 4], prefetch, split)(x.to(dev), norm_weight=g.to(dev), eps=eps).cpu()
+    xn = _normed_as_kernels(x, g, eps)
+    if not INTERPRET or dtype == torch.float16:
+        assert torch.equal(xn, rms_norm(x, g, eps))  # rms_norm's own bits
+    # The output's rounding: the kernel's store, or with split-K torch's sum of the float32 partials.
+    want = 15 * xn[:, :n].float()
+    want = want.to(dtype) if split else _round_as_kernels(want, dtype)
+    mismatched = (y != want).float().mean().item()
+    assert y.dtype == dtype and (mismatched == 0 if INTERPRET else mismatched < 0.02), mismatched
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["int8", "float8", "bf16", "int4"])
+def test_norm_in_torch_before_the_fallback_kernels(monkeypatch, kind, dtype):
+    # The rowwise kernel (v1) and int4 v1 have no prologue: the op normalizes x in torch first
+    # (normed_input), so the result is the op's on x normalized in torch, bit for bit, and the
+    # module's torch path (rms_norm, then F.linear on the weight dequantized to bf16, as the modules
+    # store it) within that weight's rounding.
+    _only_int4_kernel(monkeypatch, 1) if kind == "int4" else _only_rowwise_kernel(monkeypatch, 1)
+    torch.manual_seed(2)
+    n, k, eps, dev = 24, 512, 0.25, KERNEL_DEVICE
+    w = random_weight(n, k, seed=2)
+    lin = Int4Linear(w, 64) if kind == "int4" else RowwiseLinear(w, None if kind == "bf16" else gemv.SCHEMES[kind])
+    x = (torch.randn(2, k) * torch.tensor([[1.0], [0.01]])).to(dtype)
+    g = (1 + 0.5 * torch.randn(k)).to(dtype)
+    lin.take_norm(g, eps)
+    q = [lin.qweight, lin.scale, lin.zero] if kind == "int4" else [lin.qweight, lin.scale]
+    q = [None if t is None else t.to(dev) for t in q]
+    if kind == "int4":
+        call = lambda x, **norm: gemv.int4_gemv(x, *q, config=[8, 128, 4, 1], **norm)
+    else:
+        call = lambda x, **norm: gemv.rowwise_gemv(x, *q, config=[8, 128, 4, 0, 1], **norm)
+    y = call(x.to(dev), norm_weight=g.to(dev), eps=eps).cpu()
+    assert torch.equal(y, call(rms_norm(x.to(dev), g.to(dev), eps)).cpu())  # normalized on the device, as the op does
+    torch_path = lin(x.unsqueeze(0))[0]  # CPU: the module's torch path
+    assert y.dtype == torch_path.dtype == dtype
+    assert rel_err(y, torch_path) < (2e-3 if dtype == torch.float32 else 1e-2)
+
+
+@needs_kernels
+@pytest.mark.parametrize("scheme", ["int8", "int4"])  # the word kernel (as none and float8) and int4 v2
+def test_norm_fusion_on_the_model_with_kernels(monkeypatch, scheme):
+    # As decode runs it (a few rows of x, GEMV_CONFIGS' entries): wqkv, w13 and the head normalize x
+    # in their kernels' prologue (nothing in torch); logits within bf16 rounding of the unfused
+    # model's on the same kernels. One layer, a vocabulary of 256, only the linears that take a norm
+    # swapped: Triton's interpreter takes minutes for all linears of the tiny model.
+    torch.manual_seed(0)
+    args = dataclasses.replace(ARCHITECTURES["tiny"], n_layers=1, vocab_size=256)
+    model = _random_norm_weights(Transformer(args).to(torch.bfloat16))
+    unfused = copy.deepcopy(model)
+    takes_norm = lambda m, fqn: fqn in ("output", "layers.0.attention.wqkv", "layers.0.feed_forward.w13")  # noqa: E731
+    quantize_linears(model, scheme, group_size=64, filter_fn=takes_norm, fuse_norms=True)
+    quantize_linears(unfused, scheme, group_size=64, filter_fn=takes_norm, fuse_norms=False)
+    assert all(type(m) is torch.nn.Identity for m in (model.norm, model.layers[0].attention_norm, model.layers[0].ffn_norm))
+    normed = _spy_torch_norm(monkeypatch)
+    logits, ref = _decode_on_kernels(monkeypatch, model, unfused)
+    assert normed == [] and rel_err(logits, ref) < 1e-2
+
+
+TRACE = r"""
+import torch
+from llama.kernels import gemv
+gemv.triton_gemv_available = lambda x: True
+graphs = []
+def capture(gm, inputs):  # dynamo's graph, traced with fake tensors; returns zeros of the outputs' shapes
+    graphs.append(gm)
+    outs = [(o.meta["example_value"].shape, o.meta["example_value"].dtype) for o in list(gm.graph.nodes)[-1].args[0]]
+    return lambda *args: [torch.zeros(s, dtype=d) for s, d in outs]
+w = (torch.randn(64, 256) * 0.02).to(torch.bfloat16)
+for lin in (gemv.RowwiseLinear(w, torch.int8, swiglu=True), gemv.RowwiseLinear(w, None), gemv.Int4Linear(w, 64)):
+    lin.take_norm(torch.randn(256).to(torch.bfloat16), 1e-5)
+    torch._dynamo.reset()
+    y = torch.compile(lin, fullgraph=True, backend=capture)(torch.randn(1, 256).to(torch.bfloat16))
+    ops = [n for n in graphs[-1].graph.nodes if n.op == "call_function"]
+    assert len(ops) == 1 and ops[0].kwargs["eps"] == 1e-5 and ops[0].kwargs["norm_weight"].op == "placeholder", ops
+    print(tuple(y.shape), y.dtype)
+"""
+
+
+@pytest.mark.skipif(gemv.triton is None, reason="needs triton")
+def test_compiled_module_takes_the_norm_into_the_op():
+    # torch.compile(fullgraph=True) traces a linear with a norm into one call of its triton_op, with
+    # the norm's weight and eps as arguments (the op's fake run included). A subprocess without
+    # Triton's interpreter (conftest sets it), which fake tracing can't take; nothing is launched.
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(root)
+    out = subprocess.run([sys.executable, "-c", TRACE], env=env, cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[:3] == ["(1, 32) torch.bfloat16", "(1, 64) torch.bfloat16", "(1, 64) torch.bfloat16"]

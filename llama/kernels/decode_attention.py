@@ -63,18 +63,17 @@ MIN_SLOTS_PER_SPLIT = 256
 
 
 # The fused decode step (_decode_step_kernel: RoPE, cache write and attention in one launch), for
-# model-dtype caches of up to FUSED_MAX_SLOTS slots; longer caches keep the unfused path and its
-# long-context shapes above. (BLOCK_N, num_warps, num_stages) as DECODE_CONFIGS[FMT_MODEL]; one
-# split per BLOCK_N slots of capacity (rounded up to a power of two), at most FUSED_MAX_SPLITS, merged in-kernel (a 208-slot cache:
-# 4 splits, 32 programs for 8 KV heads).
-FUSED_DECODE_CONFIG = DECODE_CONFIGS[FMT_MODEL][1:4]
-FUSED_MAX_SPLITS = 16
-FUSED_MAX_SLOTS = 4096
-
-
-def fused_decode_splits(cache_slots: int) -> int:
-    tiles = -(-cache_slots // FUSED_DECODE_CONFIG[0])
-    return min(FUSED_MAX_SPLITS, 1 << max(0, tiles - 1).bit_length())  # a power of two (the merge's arange)
+# model-dtype caches of up to FUSED_MAX_SLOTS slots, one program per KV head walking the whole
+# prefix, as the unfused kernel does for such caches (decode_splits); longer caches keep the unfused
+# path, its splits and combine kernel. (BLOCK_N, num_warps, num_stages) from 36 shapes timed on an
+# H200 at 60, 110 and 200 filled slots (`benchmarks/long_context.py --fused_sweep 60,110,200`,
+# docs/performance.md, eighth session): 4.56, 4.52 and 6.32 us; the fastest at 110, 5% behind
+# the fastest at 200 (6.04), 16% at 60 (3.93); DECODE_CONFIGS[FMT_MODEL]'s (64, 4, 2) took 3.93,
+# 5.14 and 7.54. A 200-token decode spends most steps past 60 slots.
+# (Splits merged in-kernel by the last program to finish, counted with an atomic, gave a wrong
+# result in one launch shape on the H200, eighth session. Dropped.)
+FUSED_DECODE_CONFIG = (128, 4, 2)
+FUSED_MAX_SLOTS = 2 * MIN_SLOTS_PER_SPLIT - 1
 
 
 def fused_decode_available(qkv: Tensor, cache_slots: int) -> bool:
@@ -266,22 +265,19 @@ if triton is not None:
         return cos, tl.where(d % 2 == 0, -sin, sin)
 
     @triton.jit
-    def _decode_step_kernel(QKV, K, V, FREQS, POS, OUT, PART_ACC, PART_LSE, COUNT,
-                            stride_qkv, stride_kb, stride_kh, stride_kn, sm_scale_log2,
+    def _decode_step_kernel(QKV, K, V, FREQS, POS, OUT, stride_qkv, stride_kb, stride_kh, stride_kn, sm_scale_log2,
                             HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr,
-                            BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, DOT: tl.constexpr):
+                            BLOCK_N: tl.constexpr, DOT: tl.constexpr):
         # One decode token, model-dtype cache: RoPE on q and k, the cache write and attention in one
         # launch, where the unfused step spends three pointwise kernels before _attention_kernel
-        # (about 3 us a layer on an H200: docs/performance.md). Program (b * HKV + kv head, split).
-        # QKV: the wqkv output (B, 1, (HQ + 2 HKV) D) rows; the new token's k and v are used from
-        # registers, so the loop reads only slots before pos, which no program writes: no race with
-        # split 0's cache write. Splits merge in-kernel: the last program of a KV head to finish (an
-        # atomic count) combines them, instead of a second kernel.
+        # (about 3 us a layer on an H200: docs/performance.md). One program per (batch, KV head), for
+        # its G query heads. QKV: the wqkv output (B, 1, (HQ + 2 HKV) D) rows; the new token's k and
+        # v are used from registers, so the loop reads only the slots before pos.
         HALF: tl.constexpr = D // 2
         G: tl.constexpr = HQ // HKV
         DOT_DTYPE: tl.constexpr = tl.bfloat16 if DOT == 0 else (tl.float16 if DOT == 1 else tl.float32)
         qk_scale = tl.cast(sm_scale_log2, tl.float32)
-        pid_bh, split = tl.program_id(0), tl.program_id(1)
+        pid_bh = tl.program_id(0)
         b, hkv = pid_bh // HKV, pid_bh % HKV
         pos = tl.load(POS)
         rows = tl.arange(0, BLOCK_M)
@@ -301,21 +297,16 @@ if triton is not None:
         v_hi = tl.load(v_ptr + dh + HALF).to(tl.float32)
         k_base = K + b * stride_kb + hkv * stride_kh
         v_base = V + b * stride_kb + hkv * stride_kh
-        first = tl.full([HALF], split, tl.int32) == 0  # split 0 writes the cache slot
-        tl.store(k_base + pos * stride_kn + dh, k_lo.to(K.dtype.element_ty), mask=first)
-        tl.store(k_base + pos * stride_kn + dh + HALF, k_hi.to(K.dtype.element_ty), mask=first)
-        tl.store(v_base + pos * stride_kn + dh, v_lo.to(V.dtype.element_ty), mask=first)
-        tl.store(v_base + pos * stride_kn + dh + HALF, v_hi.to(V.dtype.element_ty), mask=first)
+        tl.store(k_base + pos * stride_kn + dh, k_lo.to(K.dtype.element_ty))
+        tl.store(k_base + pos * stride_kn + dh + HALF, k_hi.to(K.dtype.element_ty))
+        tl.store(v_base + pos * stride_kn + dh, v_lo.to(V.dtype.element_ty))
+        tl.store(v_base + pos * stride_kn + dh + HALF, v_hi.to(V.dtype.element_ty))
 
-        chunk = tl.cdiv(tl.cdiv(pos, NUM_SPLITS), BLOCK_N) * BLOCK_N  # slots [0, pos) over the splits
-        start = split * chunk
-        end = tl.minimum(start + chunk, pos)
         m_i, l_i, acc_lo, acc_hi = _attend_tiles(q_lo.to(DOT_DTYPE), q_hi.to(DOT_DTYPE), k_base, v_base, k_base,
-                                                  v_base, start, end, tl.full([BLOCK_M], pos, tl.int32), dh,
+                                                  v_base, 0, pos, tl.full([BLOCK_M], pos, tl.int32), dh,
                                                   stride_kn, 0, qk_scale, 0, D, HALF, BLOCK_M, BLOCK_N, DOT_DTYPE)
-        # The new token itself, in split 0 (elsewhere its score is -inf: weight 0).
-        s_new = tl.sum(q_lo * k_lo[None, :], 1) + tl.sum(q_hi * k_hi[None, :], 1)
-        s_new = tl.where(split == 0, s_new * qk_scale, float("-inf"))
+        # The new token itself, from registers.
+        s_new = (tl.sum(q_lo * k_lo[None, :], 1) + tl.sum(q_hi * k_hi[None, :], 1)) * qk_scale
         m_new = tl.maximum(m_i, s_new)
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s_new - m_new)
@@ -324,40 +315,8 @@ if triton is not None:
         acc_hi = acc_hi * alpha[:, None] + p[:, None] * v_hi[None, :]
 
         out_ptrs = OUT + (b * HQ + head[:, None]) * D + dh[None, :]
-        if NUM_SPLITS == 1:
-            tl.store(out_ptrs, (acc_lo / l_i[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
-            tl.store(out_ptrs + HALF, (acc_hi / l_i[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
-        else:
-            # Normalized partial output and its log2-sum-exp (-inf for an empty split), all BLOCK_M rows.
-            n_bh = tl.num_programs(0)
-            part = (split * n_bh + pid_bh) * BLOCK_M + rows
-            l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-            tl.store(PART_LSE + part, m_i + tl.log2(l_i))
-            tl.store(PART_ACC + part[:, None] * D + dh[None, :], acc_lo / l_safe[:, None])
-            tl.store(PART_ACC + part[:, None] * D + dh[None, :] + HALF, acc_hi / l_safe[:, None])
-            # Every thread's stores before the count (one elected thread does a scalar atomic; its
-            # acq_rel orders them for the program that reads them). The last program resets the
-            # count to 0 for the next step (a captured CUDA graph replays this launch as it is).
-            tl.debug_barrier()
-            done = tl.atomic_add(COUNT + pid_bh, 1)
-            if done == NUM_SPLITS - 1:
-                tl.atomic_xchg(COUNT + pid_bh, 0)
-                s = tl.arange(0, NUM_SPLITS)
-                lse = tl.load(PART_LSE + ((s[:, None] * n_bh + pid_bh) * BLOCK_M + rows[None, :]), cache_modifier=".cg")
-                lse_max = tl.max(lse, 0)
-                weight_sum = tl.sum(tl.exp2(lse - lse_max[None, :]), 0)
-                out_lo = tl.zeros([BLOCK_M, HALF], tl.float32)
-                out_hi = tl.zeros([BLOCK_M, HALF], tl.float32)
-                for i in tl.static_range(NUM_SPLITS):
-                    part = (i * n_bh + pid_bh) * BLOCK_M + rows
-                    w = tl.exp2(tl.load(PART_LSE + part, cache_modifier=".cg") - lse_max)
-                    a_ptrs = PART_ACC + part[:, None] * D + dh[None, :]
-                    out_lo += w[:, None] * tl.load(a_ptrs, cache_modifier=".cg")
-                    out_hi += w[:, None] * tl.load(a_ptrs + HALF, cache_modifier=".cg")
-                tl.store(out_ptrs, (out_lo / weight_sum[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
-                tl.store(out_ptrs + HALF, (out_hi / weight_sum[:, None]).to(OUT.dtype.element_ty),
-                         mask=row_ok[:, None])
-
+        tl.store(out_ptrs, (acc_lo / l_i[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
+        tl.store(out_ptrs + HALF, (acc_hi / l_i[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None])
 
     def dot_kind(dtype: torch.dtype) -> int:
         return DOT_BF16 if dtype == torch.bfloat16 and not INTERPRET else (DOT_FP16 if dtype == torch.float16 else DOT_FP32)
@@ -422,39 +381,35 @@ if triton is not None:
 
 
     # RoPE, the cache write and attention of one decode token in one kernel (_decode_step_kernel).
-    # Mutates the cache buffers it is given (declared: torch.compile writes them in place). The split
-    # count buffer is not declared: the kernel leaves it as it found it (all zeros).
+    # Mutates the cache buffers it is given (declared: compiled, inductor calls it on the buffers
+    # themselves, no copy).
     @torch.library.custom_op("llama::decode_step_attention", mutates_args=("k_cache", "v_cache"))
     def _decode_step_attention(qkv: Tensor, k_cache: Tensor, v_cache: Tensor, freqs: Tensor, input_pos: Tensor,
-                               split_count: Tensor, n_heads: int, num_splits: int) -> Tensor:
+                               n_heads: int, config: list[int] | None = None) -> Tensor:
         B, Hkv, _, D = k_cache.shape
-        block_n, warps, stages = FUSED_DECODE_CONFIG
+        block_n, warps, stages = config or FUSED_DECODE_CONFIG
         out = torch.empty(B, 1, n_heads, D, dtype=qkv.dtype, device=qkv.device)
         block_m = max(16, triton.next_power_of_2(n_heads // Hkv))  # tl.dot's least M
-        part_acc = part_lse = torch.empty(1, device=qkv.device)  # unused with one split
-        if num_splits > 1:
-            part_acc = torch.empty(num_splits * B * Hkv * block_m, D, dtype=torch.float32, device=qkv.device)
-            part_lse = torch.empty(num_splits * B * Hkv * block_m, dtype=torch.float32, device=qkv.device)
-        _decode_step_kernel[(B * Hkv, num_splits)](
-            qkv, k_cache, v_cache, freqs, input_pos, out, part_acc, part_lse, split_count,
+        _decode_step_kernel[(B * Hkv,)](
+            qkv, k_cache, v_cache, freqs, input_pos, out,
             qkv.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), math.log2(math.e) / math.sqrt(D),
-            HQ=n_heads, HKV=Hkv, D=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=num_splits,
-            DOT=dot_kind(qkv.dtype), num_warps=warps, num_stages=stages)
+            HQ=n_heads, HKV=Hkv, D=D, BLOCK_M=block_m, BLOCK_N=block_n, DOT=dot_kind(qkv.dtype),
+            num_warps=warps, num_stages=stages)
         return out
 
     @_decode_step_attention.register_fake
-    def _(qkv, k_cache, v_cache, freqs, input_pos, split_count, n_heads, num_splits):
+    def _(qkv, k_cache, v_cache, freqs, input_pos, n_heads, config=None):
         return qkv.new_empty(qkv.shape[0], 1, n_heads, k_cache.shape[3])
 
     def decode_step_attention(qkv: Tensor, k_cache: Tensor, v_cache: Tensor, freqs_cis: Tensor, input_pos: Tensor,
-                              split_count: Tensor, n_heads: int) -> Tensor:
+                              n_heads: int, config: list[int] | None = None) -> Tensor:
         """One decode token: qkv (B, 1, (Hq + 2 Hkv) D), the wqkv output before RoPE; k/v_cache
         (B, Hkv, S, D) contiguous in qkv's dtype; freqs_cis (1, D/2, 2), the RoPE table's row at
-        input_pos (1,); split_count (B * Hkv,) int32 zeros. Writes the rotated k and v at input_pos
-        and returns attention over slots 0..input_pos as (B, 1, Hq * D)."""
-        splits = fused_decode_splits(k_cache.shape[2])
-        out = _decode_step_attention(qkv.contiguous(), k_cache, v_cache, freqs_cis.contiguous(), input_pos,
-                                     split_count, n_heads, splits)
+        input_pos (1,). Writes the rotated k and v at input_pos and returns attention over slots
+        0..input_pos as (B, 1, Hq * D). config (BLOCK_N, num_warps, num_stages) overrides
+        FUSED_DECODE_CONFIG (the sweep uses it)."""
+        out = _decode_step_attention(qkv.contiguous(), k_cache, v_cache, freqs_cis.contiguous(), input_pos, n_heads,
+                                     config)
         return out.view(qkv.shape[0], 1, -1)
 
 

@@ -20,6 +20,9 @@ Layouts (N outputs, K inputs):
   word j holds inputs 8j..8j+7, input 8j + i in bits 4i..4i+3) and spends fewer instructions per byte.
 - a FeedForward's w13 (either kind, swiglu=True): rows reordered in groups of 4 gate and 4 up rows
   (SWIGLU_ROWS), and the kernels' epilogue writes silu(gate) * up instead of the 2I rows.
+- the RMSNorm before wqkv, w13 and the output head (fuse_norms=True): its weight a buffer of the
+  linear (`norm_weight`), the norm module an nn.Identity, and the kernels' prologue (NORM) normalizes
+  x as the RMSNorm kernel did: one reduction kernel fewer per norm (RMSNORM IN THE GEMV below).
 
 Split-K (GEMV_CONFIGS' sixth field): matrices with few rows split K across programs that write fp32
 partial sums, then added up with one torch sum (fused into the next kernel under torch.compile;
@@ -34,6 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from llama.model import RMSNorm, rms_norm
 
 try:
     import triton
@@ -152,6 +157,21 @@ def _original_rows(weight: Tensor) -> Tensor:
     return weight[swiglu_row_order(weight.shape[0]).argsort().to(weight.device)]
 
 
+# ----------------------------------------------------------------------------- RMSNorm in the GEMV
+# Each TransformerBlock normalizes x (RMSNorm) before wqkv and before w13, and the Transformer before
+# the output head: on the GPU a reduction kernel each, whose output only that GEMV reads. Modules
+# name these pairs in `norm_into` (TransformerBlock, Transformer); quantize_linears gives the linear
+# the norm's weight and eps and replaces the norm by nn.Identity, so the block's forward passes x
+# as it is. The word kernel and int4 v2 then normalize x in their prologue (NORM: each program sums
+# x^2 over the whole row, then normalizes each x tile as it loads it, _rms_normed); where another
+# kernel runs, the op normalizes x in torch first (normed_input), and the modules' torch path
+# (CPU, prefill) runs llama.model.rms_norm itself, so the logits there are the unfused model's bits.
+
+def normed_input(x: Tensor, norm_weight: Tensor, eps: float) -> Tensor:
+    """x as the NORM kernels normalize it: llama.model.rms_norm, in x's dtype."""
+    return rms_norm(x, norm_weight, eps).to(x.dtype)
+
+
 # ----------------------------------------------------------------------------- kernels
 # Launch shapes (BLOCK_N, BLOCK_K, num_warps) per weight kind, then the optional fields below (one
 # reader: gemv_config): the fastest over all linears of one Llama-3.1-8B decode token on an H200
@@ -188,6 +208,18 @@ MIN_PROGRAMS = 1024
 # The weights kernel 2 (_words_gemv_kernel) reads: its WEIGHT, and inputs per int32 word.
 WORD_KERNEL_WEIGHTS = {torch.int8: ("int8", 4), torch.float8_e4m3fn: ("float8", 4), torch.bfloat16: ("bf16", 2)}
 MAX_SPLITS = 8
+# RMSNorm in the prologue (NORM): the widest tile of the x^2 pre-pass, loads issued together. 2048:
+# in sm_90 code at the decode configs no more registers than narrower tiles (4096: int8 and float8 72
+# -> 94 registers, fewer programs per SM); Llama-3.1-8B's dim of 4096 takes two.
+NORM_TILE = 2048
+# Where the norm goes into the GEMV unless quantize_linears is told otherwise. One A/B pair on an H200
+# (Llama-3.1-8B, calls A and B of the eighth session, docs/performance.md; B also had the two-stage
+# argmax): int4wo-128 357.3 -> 378.5 tok/s (388 in two later processes), int8wo 354.4 -> 356.3,
+# float8wo 377.1 -> 357.3, bf16 243.4 -> 231.0. The word kernel's short programs (8 rows) wait on the
+# x^2 pre-pass before their first weight load; int4 v2's (32 rows, instruction-bound) hide it.
+# Process-to-process drift that session was large (bf16 ours 219-246 with the norms apart), so
+# only int4's gain stands out of it.
+FUSE_NORMS_BY_DEFAULT = {"int4"}
 
 
 class GemvConfig(NamedTuple):
@@ -349,6 +381,28 @@ if triton is not None:
             _store_split(y_ptr, y, m, rn, N)
 
     @triton.jit
+    def _norm_rsqrt(x_ptr, m, K, eps, BLOCK: tl.constexpr):
+        # RMSNorm in the prologue (NORM): r = rsqrt(mean(x^2) + eps) of row m in float32, over the
+        # whole row, also under split-K, where the program then sums only its part (x is K elements,
+        # L2-resident: every program rereads it). BLOCK (a power of two, NORM_TILE at most) wide: for
+        # K up to NORM_TILE all loads issued at once, one L2 round trip before the loop, not one per
+        # BLOCK_K tile.
+        sq = tl.zeros((BLOCK,), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK):
+            k = k0 + tl.arange(0, BLOCK)
+            xk = tl.load(x_ptr + m * K + k, mask=k < K, other=0.0).to(tl.float32)
+            sq += xk * xk
+        return tl.rsqrt(tl.sum(sq, axis=0) / K + eps)
+
+    @triton.jit
+    def _rms_normed(x, g, r, x_ptr):
+        # A tile of x (float32) normalized as llama.model.rms_norm does it: x * r rounded to x's
+        # dtype, times the norm weight g, rounded again (bf16 * bf16 in torch): both roundings, so
+        # the GEMV sees the bits the separate RMSNorm kernel would have written.
+        dt = x_ptr.dtype.element_ty
+        return ((x * r).to(dt).to(tl.float32) * g.to(tl.float32)).to(dt).to(tl.float32)
+
+    @triton.jit
     def _words_load(w_ptr, rn_load, words_per_row, word, w0, w_end, MASKED: tl.constexpr):
         # The weight words of the tile at word w0; MASKED: w0 may be at or past w_end, the end of this
         # program's slice of the row (all masked off then, and never used). Tiles never straddle the
@@ -389,9 +443,9 @@ if triton is not None:
         return b0, b1, b2, b3
 
     @triton.jit
-    def _words_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K, words_per_row,
+    def _words_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K, words_per_row, norm_ptr, eps,
                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
-                           WEIGHT: tl.constexpr, ASM: tl.constexpr, SWIGLU: tl.constexpr):
+                           WEIGHT: tl.constexpr, ASM: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr):
         # Rowwise weights read as int32 words, passed from the host so Triton sees them 16-byte
         # aligned. WEIGHT "int8" or "float8" (e4m3): 4 inputs a word, input 4j + i in bits
         # 8i..8i+7; "bf16" (no scale): 2 inputs a word, input 2j + i in bits 16i..16i+15.
@@ -407,6 +461,8 @@ if triton is not None:
         # float8: the same loads and loop, each word converted by _float8_bytes; the rowwise
         # kernel's byte loads left float8 at 3336 GB/s on w13 where int8 here reached 3937 (H200).
         # bf16: a bf16 is the top half of the float32 it stands for, so one shift or AND a weight.
+        # NORM (0: off, else the x^2 pre-pass's tile): x is RMSNorm'ed with the weight at norm_ptr
+        # first (_norm_rsqrt, _rms_normed).
         PER_WORD: tl.constexpr = 2 if WEIGHT == "bf16" else 4
         WORDS: tl.constexpr = BLOCK_K // PER_WORD
         m = tl.program_id(0)
@@ -421,12 +477,17 @@ if triton is not None:
         x_sum = tl.zeros((WORDS,), dtype=tl.float32)
         if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
             w = _words_load(w_ptr, rn_load, words_per_row, word, w_start, w_end, False)
+        if NORM:  # after tile 0's load is issued (PREFETCH), so the two latencies overlap
+            r = _norm_rsqrt(x_ptr, m, K, eps, NORM)
         for w0 in range(w_start, w_end, WORDS):
             if PREFETCH:  # the next tile's loads in flight while this one is summed
                 w_next = _words_load(w_ptr, rn_load, words_per_row, word, w0 + WORDS, w_end, True)
             else:
                 w = _words_load(w_ptr, rn_load, words_per_row, word, w0, w_end, False)
-            x4 = tl.load(x_ptr + m * K + PER_WORD * (w0 + word)[:, None] + i[None, :]).to(tl.float32)
+            k4 = PER_WORD * (w0 + word)[:, None] + i[None, :]
+            x4 = tl.load(x_ptr + m * K + k4).to(tl.float32)
+            if NORM:  # everything below (int8's x_sum too) sees the normalized x
+                x4 = _rms_normed(x4, tl.load(norm_ptr + k4), r, x_ptr)
             if WEIGHT == "bf16":
                 x0, x1 = tl.split(tl.broadcast_to(x4[None, :, :], (BLOCK_N, WORDS, 2)))
                 acc = tl.fma((w << 16).to(tl.float32, bitcast=True), x0, acc)
@@ -508,9 +569,9 @@ if triton is not None:
         return w, tl.load(scale_ptr + g, mask=g_ok), tl.load(zero_ptr + g, mask=g_ok)
 
     @triton.jit
-    def _int4_gemv_v2_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K, words_per_row,
+    def _int4_gemv_v2_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K, words_per_row, norm_ptr, eps,
                              GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                             PREFETCH: tl.constexpr, SWIGLU: tl.constexpr):
+                             PREFETCH: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr):
         # w_ptr: the packed weights as int32 words (N, words_per_row = K // 8), passed from the host
         # so Triton sees it divisible by 4 and loads 16 bytes at a time. BLOCK_K is a power-of-two
         # multiple of GROUP that divides K (the caller checks); GROUP is a multiple of 8, so each word
@@ -524,6 +585,7 @@ if triton is not None:
         # per word one shift for nibbles 6 and 7 (bits 24+ are the exponent). Exact unless |x| >=
         # 2**32 or |scale| >= 2**75; |x q| < 2**-73 would lose relative precision (not activations).
         # Compiled for sm_90 at (16, 2048, 4): 5.8 instructions per byte per lane in the loop, v1 13.
+        # NORM: as the word kernel's.
         WORDS: tl.constexpr = GROUP // 8
         GROUPS: tl.constexpr = BLOCK_K // GROUP
         m = tl.program_id(0)
@@ -541,6 +603,8 @@ if triton is not None:
         if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
             w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w_start,
                                     w_end, False, WORDS)
+        if NORM:  # after tile 0's loads are issued (PREFETCH), so the latencies overlap
+            r = _norm_rsqrt(x_ptr, m, K, eps, NORM)
         for w0 in range(w_start, w_end, BLOCK_K // 8):
             if PREFETCH:
                 # Issue the next tile's loads first, so they are in flight while this one is decoded
@@ -551,7 +615,10 @@ if triton is not None:
             else:
                 w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w0,
                                         w_end, False, WORDS)
-            x8 = tl.load(x_ptr + m * K + 8 * (w0 + word)[:, :, None] + i[None, None, :]).to(tl.float32)
+            k8 = 8 * (w0 + word)[:, :, None] + i[None, None, :]
+            x8 = tl.load(x_ptr + m * K + k8).to(tl.float32)
+            if NORM:  # the group sums below too see the normalized x
+                x8 = _rms_normed(x8, tl.load(norm_ptr + k8), r, x_ptr)
             x_group = tl.sum(tl.sum(x8, axis=2), axis=1)
             x0, x1, x2, x3, x4, x5, x6, x7 = _split8(
                 tl.broadcast_to((x8 * x_scale[None, None, :])[None, :, :, :], (BLOCK_N, GROUPS, WORDS, 8)))
@@ -625,14 +692,26 @@ if triton is not None:
         y = _reduce_splits(y, x)
         return swiglu_from_rows(y) if swiglu and not fused else y
 
+    def _norm_args(x2: Tensor, norm_weight: Tensor | None, eps: float) -> tuple[Tensor, float, int]:
+        # The NORM kernels' norm_ptr, eps and NORM (the pre-pass's tile, _norm_rsqrt); without a
+        # norm, any pointer (never read) and NORM=0.
+        if norm_weight is None:
+            return x2, 0.0, 0
+        k = x2.shape[1]
+        if norm_weight.shape != (k,):
+            raise ValueError(f"norm_weight must have shape ({k},), not {tuple(norm_weight.shape)}")
+        return norm_weight.contiguous(), float(eps), min(triton.next_power_of_2(k), NORM_TILE)
+
     @triton_op("llama::rowwise_gemv", mutates_args={})
     def rowwise_gemv(x: Tensor, qweight: Tensor, scale: Tensor | None = None,
-                     config: list[int] | None = None, narrow: bool = False, swiglu: bool = False) -> Tensor:
+                     config: list[int] | None = None, narrow: bool = False, swiglu: bool = False,
+                     norm_weight: Tensor | None = None, eps: float = 0.0) -> Tensor:
         """x (..., K) @ (qweight * scale[:, None]).T for a few rows of x; qweight (N, K).
 
         config None: the GEMV_CONFIGS entry, narrowed for matrices with few rows (MIN_PROGRAMS);
         a config is taken as given unless narrow. swiglu: qweight is a fused w13 (SWIGLU_ROWS); the
-        result is silu(gate) * up, (..., N // 2)."""
+        result is silu(gate) * up, (..., N // 2). norm_weight (K,): x is RMSNorm'ed first
+        (normed_input: in the word kernel's prologue, else in torch before the rowwise kernel)."""
         n, k = qweight.shape
         kind = _config_key(qweight.dtype)
         block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape(kind, n, config, narrow)
@@ -650,12 +729,15 @@ if triton is not None:
             block_k = _tiling_block(k, block_k, minimum=per_word)
             splits = _k_splits(n, k // per_word, block_n, block_k // per_word) if split else 1
             y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
+            g, eps, norm = _norm_args(x2, norm_weight, eps)
             wrap_triton(_words_gemv_kernel)[grid + (splits,)](x2, qweight.view(torch.int32), qweight if scale is None else scale,
-                                                              y, n, k, k // per_word, BLOCK_N=block_n, BLOCK_K=block_k,
-                                                              PREFETCH=prefetch, WEIGHT=weight,
+                                                              y, n, k, k // per_word, g, eps, BLOCK_N=block_n,
+                                                              BLOCK_K=block_k, PREFETCH=prefetch, WEIGHT=weight,
                                                               ASM=weight == "float8" and _has_e4m3_convert(x),
-                                                              SWIGLU=fused, num_warps=num_warps)
+                                                              SWIGLU=fused, NORM=norm, num_warps=num_warps)
             return _finish(y, x, swiglu, fused)
+        if norm_weight is not None:  # the rowwise kernel has no prologue: the norm in torch first
+            x2 = normed_input(x2, norm_weight, eps)
         splits = _k_splits(n, k, block_n, block_k) if split else 1
         y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
         wrap_triton(_rowwise_gemv_kernel)[grid + (splits,)](x2, qweight, scale if scale is not None else qweight, y,
@@ -667,12 +749,14 @@ if triton is not None:
 
     @triton_op("llama::int4_gemv", mutates_args={})
     def int4_gemv(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor,
-                  config: list[int] | None = None, narrow: bool = False, swiglu: bool = False) -> Tensor:
+                  config: list[int] | None = None, narrow: bool = False, swiglu: bool = False,
+                  norm_weight: Tensor | None = None, eps: float = 0.0) -> Tensor:
         """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x.
 
         config: [BLOCK_N, BLOCK_K, num_warps], optionally then kernel (1 or 2), prefetch and split-K
         (0 or 1; v2 only), read by gemv_config; None takes GEMV_CONFIGS["int4"] whole, narrowed as
-        rowwise_gemv's. swiglu: as rowwise_gemv's."""
+        rowwise_gemv's. swiglu, norm_weight and eps: as rowwise_gemv's (the norm in v2's prologue,
+        in torch before v1)."""
         n, k = packed.shape[0], 2 * packed.shape[1]
         block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape("int4", n, config, narrow)
         if kernel not in (1, 2):
@@ -686,10 +770,14 @@ if triton is not None:
         if kernel == 2 and group % 8 == 0 and packed.is_contiguous() and packed.storage_offset() % 4 == 0:
             splits = _k_splits(n, k // 8, block_n, block_k // 8) if split else 1
             y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
+            g, eps, norm = _norm_args(x2, norm_weight, eps)
             wrap_triton(_int4_gemv_v2_kernel)[grid + (splits,)](x2, packed.view(torch.int32), scale, zero, y, n, k,
-                                                                k // 8, GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k,
-                                                                PREFETCH=prefetch, SWIGLU=fused, num_warps=num_warps)
+                                                                k // 8, g, eps, GROUP=group, BLOCK_N=block_n,
+                                                                BLOCK_K=block_k, PREFETCH=prefetch, SWIGLU=fused,
+                                                                NORM=norm, num_warps=num_warps)
             return _finish(y, x, swiglu, fused)
+        if norm_weight is not None:  # v1 has no prologue: the norm in torch first
+            x2 = normed_input(x2, norm_weight, eps)
         y, fused = _gemv_output(x2, n, 1, block_n, swiglu)  # v1: no split-K
         wrap_triton(_int4_gemv_kernel)[grid](x2, packed, scale, zero, y, n, k, GROUP=group, BLOCK_N=block_n,
                                              BLOCK_K=block_k, SWIGLU=fused, num_warps=num_warps)
@@ -705,7 +793,30 @@ def _linear(x: Tensor, weight: Tensor, swiglu: bool) -> Tensor:
     return swiglu_from_rows(y) if swiglu else y
 
 
-class RowwiseLinear(nn.Module):
+class _GemvLinear(nn.Module):
+    """What both GEMV linears share: an optional RMSNorm of their input (take_norm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("norm_weight", None)
+        self.norm_eps = 0.0
+
+    def take_norm(self, weight: Tensor, eps: float) -> None:
+        """RMSNorm x with this weight and eps before the linear (quantize_linears' fuse_norms): on the
+        GEMV path in the kernel's prologue, on the torch path with llama.model.rms_norm."""
+        self.norm_weight = weight.detach()
+        self.norm_eps = float(eps)
+
+    def _torch_path(self, x: Tensor, weight: Tensor, swiglu: bool) -> Tensor:
+        if self.norm_weight is not None:
+            x = rms_norm(x, self.norm_weight, self.norm_eps)  # exactly the RMSNorm module it replaced
+        return _linear(x, weight, swiglu)
+
+    def _norm_repr(self) -> str:
+        return f", norm_eps={self.norm_eps}" if self.norm_weight is not None else ""
+
+
+class RowwiseLinear(_GemvLinear):
     """Weight-only linear, int8 or float8_e4m3fn with a float32 scale per output row; with
     dtype=None the weight stays in its own dtype (no scale) and only the GEMV kernel changes.
 
@@ -735,14 +846,15 @@ class RowwiseLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if triton_gemv_available(x):
             return rowwise_gemv(x, self.qweight, self.scale, list(GEMV_CONFIGS[_config_key(self.qweight.dtype)]), True,
-                                self.swiglu)
-        return _linear(x, self.dequantize(stored_order=True), self.swiglu)
+                                self.swiglu, norm_weight=self.norm_weight, eps=self.norm_eps)
+        return self._torch_path(x, self.dequantize(stored_order=True), self.swiglu)
 
     def extra_repr(self) -> str:
-        return f"out={self.qweight.shape[0]}, in={self.qweight.shape[1]}, dtype={self.qweight.dtype}, swiglu={self.swiglu}"
+        return (f"out={self.qweight.shape[0]}, in={self.qweight.shape[1]}, dtype={self.qweight.dtype}, "
+                f"swiglu={self.swiglu}{self._norm_repr()}")
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(_GemvLinear):
     """Weight-only linear, asymmetric int4 with a scale and zero per group of `group_size` inputs;
     swiglu as RowwiseLinear's."""
 
@@ -762,12 +874,13 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if triton_gemv_available(x) and _is_power_of_two(self.group_size):  # the entry passed in: see RowwiseLinear
-            return int4_gemv(x, self.qweight, self.scale, self.zero, list(GEMV_CONFIGS["int4"]), True, self.swiglu)
-        return _linear(x, self.dequantize(stored_order=True), self.swiglu)
+            return int4_gemv(x, self.qweight, self.scale, self.zero, list(GEMV_CONFIGS["int4"]), True, self.swiglu,
+                             norm_weight=self.norm_weight, eps=self.norm_eps)
+        return self._torch_path(x, self.dequantize(stored_order=True), self.swiglu)
 
     def extra_repr(self) -> str:
         return (f"out={self.qweight.shape[0]}, in={2 * self.qweight.shape[1]}, group_size={self.group_size}, "
-                f"swiglu={self.swiglu}")
+                f"swiglu={self.swiglu}{self._norm_repr()}")
 
 
 SCHEMES = {"none": None, "int8": torch.int8, "float8": torch.float8_e4m3fn, "int4": torch.uint8}
@@ -775,16 +888,21 @@ SCHEMES = {"none": None, "int8": torch.int8, "float8": torch.float8_e4m3fn, "int
 
 def quantize_linears(model: nn.Module, scheme: str, group_size: int = 128,
                      filter_fn: Callable[[nn.Module, str], bool] | None = None, prefix: str = "",
-                     swiglu: bool = True) -> nn.Module:
+                     swiglu: bool = True, fuse_norms: bool | None = None) -> nn.Module:
     """Swap nn.Linear modules of `model` in place for our weight-only linears.
 
     scheme: "int8" | "float8" (rowwise), "int4" (groupwise, `group_size`), or "none" (weights kept
     as they are, our GEMV kernel only). filter_fn(module, fqn) picks the linears, as in torchao's
     quantize_ (default: all of them). swiglu: the linear a module names in its `swiglu_linear`
     (FeedForward's w13) also computes silu(gate) * up (SWIGLU_ROWS), where its rows pair up.
+    fuse_norms: each RMSNorm a module names in its `norm_into` moves into the linear that reads its
+    output, where that linear is now one of ours (RMSNorm in the GEMV, above); the norm module
+    becomes nn.Identity. None: for the schemes in FUSE_NORMS_BY_DEFAULT only.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
+    if fuse_norms is None:
+        fuse_norms = scheme in FUSE_NORMS_BY_DEFAULT
     for name, child in list(model.named_children()):
         fqn = f"{prefix}{name}"
         if isinstance(child, nn.Linear) and (filter_fn is None or filter_fn(child, fqn)):
@@ -795,5 +913,20 @@ def quantize_linears(model: nn.Module, scheme: str, group_size: int = 128,
             new = Int4Linear(w, group_size, fuse) if scheme == "int4" else RowwiseLinear(w, SCHEMES[scheme], fuse)
             setattr(model, name, new)
         else:
-            quantize_linears(child, scheme, group_size, filter_fn, prefix=f"{fqn}.", swiglu=swiglu)
+            quantize_linears(child, scheme, group_size, filter_fn, prefix=f"{fqn}.", swiglu=swiglu, fuse_norms=fuse_norms)
+    if fuse_norms:
+        _fuse_norms(model)
     return model
+
+
+def _fuse_norms(model: nn.Module) -> None:
+    """Move each of `model.norm_into`'s RMSNorms into its linear, once that is one of ours."""
+    for norm_name, linear_name in getattr(model, "norm_into", {}).items():
+        norm = getattr(model, norm_name, None)
+        try:
+            linear = model.get_submodule(linear_name)
+        except AttributeError:
+            continue
+        if isinstance(norm, RMSNorm) and isinstance(linear, _GemvLinear) and linear.norm_weight is None:
+            linear.take_norm(norm.weight, norm.eps)
+            setattr(model, norm_name, nn.Identity())

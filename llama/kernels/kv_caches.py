@@ -39,8 +39,6 @@ class PrefixKVCache(KVCache):
         scale_shape = shape[:3] + (n_groups,)
         for name in ("k_scale", "v_scale"):
             self.register_buffer(name, torch.ones(scale_shape, dtype=dtype) if n_groups else None, persistent=False)
-        # Per KV head, how many splits of the fused decode step have finished (the kernel puts it back to 0).
-        self.register_buffer("split_count", torch.zeros(batch_size * n_kv_heads, dtype=torch.int32), persistent=False)
         self.dtype = dtype
 
     def update(self, input_pos: Tensor, k: Tensor, v: Tensor) -> None:
@@ -66,7 +64,7 @@ class PrefixKVCache(KVCache):
         return self.fmt == da.FMT_MODEL and da.fused_decode_available(qkv, self.cache_size)
 
     def decode_step(self, qkv: Tensor, input_pos: Tensor, freqs_cis: Tensor, n_heads: int) -> Tensor:
-        return da.decode_step_attention(qkv, self.k_cache, self.v_cache, freqs_cis, input_pos, self.split_count, n_heads)
+        return da.decode_step_attention(qkv, self.k_cache, self.v_cache, freqs_cis, input_pos, n_heads)
 
     def attention(self, q: Tensor, input_pos: Tensor, mask=None) -> Tensor:
         args = (q, *self.stored(), self.k_scale, self.v_scale, input_pos, self.fmt)
