@@ -247,7 +247,6 @@ if triton is not None:
         b, head, t = bh // HKV, (bh % HKV) * G + row % G, row // G
         tl.store(OUT + b * stride_ob + t * stride_ot + head * stride_oh + d, out.to(OUT.dtype.element_ty))
 
-
     @triton.jit
     def _rope_halves(ptr, d, cos, sin_signed):
         # x[d] rotated by RoPE on Meta's interleaved pairs (2i, 2i + 1): x[d] cos_i + x[d ^ 1] sin_i,

@@ -786,18 +786,14 @@ if triton is not None:
 
 # ----------------------------------------------------------------------------- modules
 
-def _linear(x: Tensor, weight: Tensor, swiglu: bool) -> Tensor:
-    # The modules' torch path (CPU, prefill, no Triton): the stored weight dequantized, and for a
-    # fused w13 the GEMV kernels' SwiGLU epilogue done in torch.
-    y = F.linear(x, weight.to(x.dtype))
-    return swiglu_from_rows(y) if swiglu else y
-
-
 class _GemvLinear(nn.Module):
-    """What both GEMV linears share: an optional RMSNorm of their input (take_norm)."""
+    """What both GEMV linears share: a fused w13's SwiGLU (swiglu: rows stored in swiglu_row_order,
+    forward returns silu(gate) * up), an optional RMSNorm of the input (take_norm), and the torch
+    path (CPU, prefill, no Triton) on the dequantized weight."""
 
-    def __init__(self):
+    def __init__(self, swiglu: bool):
         super().__init__()
+        self.swiglu = swiglu
         self.register_buffer("norm_weight", None)
         self.norm_eps = 0.0
 
@@ -807,36 +803,37 @@ class _GemvLinear(nn.Module):
         self.norm_weight = weight.detach()
         self.norm_eps = float(eps)
 
-    def _torch_path(self, x: Tensor, weight: Tensor, swiglu: bool) -> Tensor:
+    def dequantize(self, stored_order: bool = False) -> Tensor:
+        """The weight (N, K) the module stands for: a fused w13's rows in their original order (gate,
+        then up) unless stored_order, so F.linear with it is the unfused w13."""
+        w = self._dequantize_stored()
+        return _original_rows(w) if self.swiglu and not stored_order else w
+
+    def _torch_path(self, x: Tensor) -> Tensor:
         if self.norm_weight is not None:
             x = rms_norm(x, self.norm_weight, self.norm_eps)  # exactly the RMSNorm module it replaced
-        return _linear(x, weight, swiglu)
+        y = F.linear(x, self.dequantize(stored_order=True).to(x.dtype))
+        return swiglu_from_rows(y) if self.swiglu else y  # the kernels' SwiGLU epilogue, in torch
 
-    def _norm_repr(self) -> str:
-        return f", norm_eps={self.norm_eps}" if self.norm_weight is not None else ""
+    def _fusion_repr(self) -> str:
+        return f", swiglu={self.swiglu}" + (f", norm_eps={self.norm_eps}" if self.norm_weight is not None else "")
 
 
 class RowwiseLinear(_GemvLinear):
     """Weight-only linear, int8 or float8_e4m3fn with a float32 scale per output row; with
     dtype=None the weight stays in its own dtype (no scale) and only the GEMV kernel changes.
-
-    swiglu: the weight is a FeedForward's w13 (gate rows, then up rows); it is stored in
-    swiglu_row_order and forward returns silu(gate) * up (SWIGLU_ROWS)."""
+    swiglu: the weight is a FeedForward's w13 (gate rows, then up rows), see _GemvLinear."""
 
     def __init__(self, weight: Tensor, dtype: torch.dtype | None = torch.int8, swiglu: bool = False):
-        super().__init__()
+        super().__init__(swiglu)
         weight = _swiglu_rows(weight) if swiglu else weight
         qweight, scale = (weight.clone(), None) if dtype is None else quantize_rowwise(weight, dtype)
         self.register_buffer("qweight", qweight)
         self.register_buffer("scale", scale)
         self.out_dtype = weight.dtype
-        self.swiglu = swiglu
 
-    def dequantize(self, stored_order: bool = False) -> Tensor:
-        """The weight (N, K) the module stands for: a fused w13's rows in their original order (gate,
-        then up) unless stored_order, so F.linear with it is the unfused w13."""
-        w = self.qweight if self.scale is None else dequantize_rowwise(self.qweight, self.scale, self.out_dtype)
-        return _original_rows(w) if self.swiglu and not stored_order else w
+    def _dequantize_stored(self) -> Tensor:
+        return self.qweight if self.scale is None else dequantize_rowwise(self.qweight, self.scale, self.out_dtype)
 
     # rowwise_gemv is a torch.library.triton_op, so torch.compile traces the kernel into its graph
     # (fullgraph works) and CUDA graphs capture it like any other launch. The GEMV_CONFIGS entry is
@@ -847,11 +844,11 @@ class RowwiseLinear(_GemvLinear):
         if triton_gemv_available(x):
             return rowwise_gemv(x, self.qweight, self.scale, list(GEMV_CONFIGS[_config_key(self.qweight.dtype)]), True,
                                 self.swiglu, norm_weight=self.norm_weight, eps=self.norm_eps)
-        return self._torch_path(x, self.dequantize(stored_order=True), self.swiglu)
+        return self._torch_path(x)
 
     def extra_repr(self) -> str:
-        return (f"out={self.qweight.shape[0]}, in={self.qweight.shape[1]}, dtype={self.qweight.dtype}, "
-                f"swiglu={self.swiglu}{self._norm_repr()}")
+        return (f"out={self.qweight.shape[0]}, in={self.qweight.shape[1]}, dtype={self.qweight.dtype}"
+                f"{self._fusion_repr()}")
 
 
 class Int4Linear(_GemvLinear):
@@ -859,28 +856,25 @@ class Int4Linear(_GemvLinear):
     swiglu as RowwiseLinear's."""
 
     def __init__(self, weight: Tensor, group_size: int, swiglu: bool = False):
-        super().__init__()
+        super().__init__(swiglu)
         packed, scale, zero = quantize_int4(_swiglu_rows(weight) if swiglu else weight, group_size)
         self.register_buffer("qweight", packed)
         self.register_buffer("scale", scale)
         self.register_buffer("zero", zero)
         self.group_size = group_size
-        self.swiglu = swiglu
 
-    def dequantize(self, stored_order: bool = False) -> Tensor:
-        """As RowwiseLinear's: a fused w13's rows in their original order unless stored_order."""
-        w = dequantize_int4(self.qweight, self.scale, self.zero)
-        return _original_rows(w) if self.swiglu and not stored_order else w
+    def _dequantize_stored(self) -> Tensor:
+        return dequantize_int4(self.qweight, self.scale, self.zero)
 
     def forward(self, x: Tensor) -> Tensor:
         if triton_gemv_available(x) and _is_power_of_two(self.group_size):  # the entry passed in: see RowwiseLinear
             return int4_gemv(x, self.qweight, self.scale, self.zero, list(GEMV_CONFIGS["int4"]), True, self.swiglu,
                              norm_weight=self.norm_weight, eps=self.norm_eps)
-        return self._torch_path(x, self.dequantize(stored_order=True), self.swiglu)
+        return self._torch_path(x)
 
     def extra_repr(self) -> str:
-        return (f"out={self.qweight.shape[0]}, in={2 * self.qweight.shape[1]}, group_size={self.group_size}, "
-                f"swiglu={self.swiglu}{self._norm_repr()}")
+        return (f"out={self.qweight.shape[0]}, in={2 * self.qweight.shape[1]}, group_size={self.group_size}"
+                f"{self._fusion_repr()}")
 
 
 SCHEMES = {"none": None, "int8": torch.int8, "float8": torch.float8_e4m3fn, "int4": torch.uint8}
