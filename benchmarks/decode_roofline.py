@@ -13,6 +13,10 @@ In ONE process, on one seeded random model (built on the device, no checkpoint),
          per token, with no host work between tokens (--compile none: the same graph, nothing
          compiled); KV cache --ours_kv_cache, by default `prefix` (our Triton attention, which reads
          only the filled prefix and builds no mask).
+  ours-serial  ours with every kernel launched without programmatic dependent launch (PDL,
+         llama/kernels/pdl.py): each kernel starts only when the one before has finished.
+  ours-pdl-gemv, ours-pdl-step, ours-pdl-all  ours with PDL for the GEMV kernels only, the fused
+         decode step only, or both (whatever pdl.KERNELS says by default).
 Both compile under torchao's recommended inductor settings (llama.generate.INDUCTOR_CONFIG) and
 decode greedily from the same 6-token prompt; each measurement is repeated (--repeats) and the
 spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.
@@ -27,11 +31,13 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import hashlib
 import json
 import os
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -39,7 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llama import techniques  # noqa: E402
 from llama.generate import INDUCTOR_CONFIG, GraphedDecode, copy_bandwidth_gb_s, eager_prefill, weight_bytes_per_step  # noqa: E402
-from llama.kernels import gemv  # noqa: E402
+from llama.kernels import gemv, pdl  # noqa: E402
 from llama.model import ARCHITECTURES, KV_CACHES, Transformer  # noqa: E402
 
 NO_OURS = "no ours path"  # in place of a scheme: the technique has a plain path only
@@ -56,6 +62,12 @@ TECHNIQUE_PATHS = {
     "float8dq-row": ("float8dq-row", NO_OURS, None),  # no weight-only twin: dynamic activations are its point
     **{f"int4wo-{g}": (f"int4wo-{g}", "int4", g) for g in (32, 64, 128, 256)},
 }
+
+
+# The PDL kernels (llama/kernels/pdl.py) each ours-* path launches with it; ours: pdl.KERNELS as set.
+PDL_PATHS = {"ours-serial": (), "ours-pdl-gemv": pdl.GEMV_KINDS, "ours-pdl-step": ("decode_step",),
+             "ours-pdl-all": pdl.ALL}
+PATHS = ("plain", "ours", *PDL_PATHS)
 
 
 def technique_paths(args) -> dict:
@@ -130,7 +142,7 @@ def generate(model, decoder, prompt, new_tokens, device):
 def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw):
     spec, scheme, group = technique_paths(args)[technique]
     row = {"technique": technique, "path": path}
-    if path == "ours" and scheme == NO_OURS:
+    if path != "plain" and scheme == NO_OURS:
         return None
     torch._dynamo.reset()
     # Free the previous row's graphs and pools first, or they are freed during this row and its
@@ -157,7 +169,7 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     with torch.no_grad():
         row["logits_rel_err"] = rel_err(model(eval_tokens), base_logits)
     cache_size = -(-(prompt.shape[1] + args.new_tokens) // 16) * 16
-    row["kv_cache"] = args.ours_kv_cache if path == "ours" else "model"
+    row["kv_cache"] = "model" if path == "plain" else args.ours_kv_cache
     model.setup_caches(1, cache_size, kv_cache=row["kv_cache"])
     kv_bytes = sum(layer.attention.kv_cache.bytes_read_per_step(cache_size) for layer in model.layers)
     row["bytes_per_token"] = row["weight_bytes"] + kv_bytes
@@ -182,6 +194,8 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     if device.type == "cuda":
         row["peak_gb"] = (torch.cuda.max_memory_allocated(device) - mem0) / 1e9
     row["first_tokens"] = tokens[0, :8].tolist()
+    # All the tokens, hashed: paths that run the same kernels (ours, ours-serial) must match.
+    row["tokens_sha1"] = hashlib.sha1(tokens.cpu().numpy().tobytes()).hexdigest()[:12]
     row["status"] = "ok"
     del model, decoder
     torch.cuda.empty_cache() if device.type == "cuda" else None
@@ -196,7 +210,7 @@ def print_table(rows):
         if r.get("status") != "ok":
             table.append([r["technique"], r["path"], r.get("status")] + [""] * 9)
             continue
-        ratio = r["decode_tok_s"] / plain[r["technique"]]["decode_tok_s"] if r["path"] == "ours" and r["technique"] in plain else None
+        ratio = r["decode_tok_s"] / plain[r["technique"]]["decode_tok_s"] if r["path"] != "plain" and r["technique"] in plain else None
         table.append([r["technique"], r["path"], f"{r['decode_tok_s']:.1f}", f"{100 * r['spread']:.1f}%",
                       f"{ratio:.2f}x" if ratio else "", f"{r['bytes_per_token'] / 1e9:.3f}",
                       f"{r['bandwidth_gb_s']:.0f}", f"{100 * r['copy_fraction']:.0f}%",
@@ -243,8 +257,8 @@ def main(argv=None):
             p.error(f"--gemv_configs {e}")
     runs = ([tuple(r.split(":")) for r in args.runs.split(",")] if args.runs else
             [(t, path) for t in args.techniques.split(",") for path in args.paths.split(",")])
-    if any(len(r) != 2 or r[1] not in ("plain", "ours") for r in runs):
-        p.error(f"--runs wants TECHNIQUE:PATH items with PATH plain or ours, got {args.runs!r}")
+    if any(len(r) != 2 or r[1] not in PATHS for r in runs):
+        p.error(f"--runs wants TECHNIQUE:PATH items with PATH one of {', '.join(PATHS)}, got {args.runs!r}")
     unknown = [t for t, _ in runs if t not in TECHNIQUE_PATHS]
     if unknown:
         p.error(f"unknown technique(s) {unknown}; known: {', '.join(TECHNIQUE_PATHS)}")
@@ -271,7 +285,8 @@ def main(argv=None):
         # Both paths compile under torchao's recommended inductor settings, as llama.generate does.
         # Without them torchao's int8wo decoded at 15.7 tok/s on an H200 (its dequantized weight
         # is materialized every step), a baseline no one would choose.
-        with torch._inductor.config.patch(INDUCTOR_CONFIG):
+        with (torch._inductor.config.patch(INDUCTOR_CONFIG),
+              pdl.only(PDL_PATHS[path]) if path in PDL_PATHS else nullcontext()):
             row = run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw)
         if row is None:
             continue

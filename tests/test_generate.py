@@ -245,3 +245,31 @@ def test_two_stage_argmax_is_torchs(vocab, dtype):
         x[1, vocab // 3] = x[1, vocab - 1] = x[1].max() + 1  # a tie across chunks
         x[2] = 0.0  # all tied: index 0
         assert torch.equal(argmax(x), torch.argmax(x, -1, keepdim=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
+                    reason="PDL needs CUDA, sm_90+")
+@pytest.mark.parametrize("scheme", ["none", "int8", "int4"])
+def test_graphed_decode_with_pdl_gives_the_serial_tokens(scheme):
+    # The whole decode step in one CUDA graph, blocks eager (deterministic: nothing autotuned), at
+    # Llama-3.1-8B's layer shapes: our GEMV and fused decode-step kernels launched with PDL
+    # (llama/kernels/pdl.py), torch's kernels between them without, must give the tokens of the
+    # same step with every kernel launched serially. A kernel reading before its wait would read the
+    # previous token's values.
+    import dataclasses
+    from llama.kernels import gemv, pdl
+    args = dataclasses.replace(ARCHITECTURES["meta-llama/Llama-3.1-8B"], n_layers=2, vocab_size=8192)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Transformer(args).to(torch.bfloat16).eval()
+    gemv.quantize_linears(model, scheme, 128)
+    settings = generate.Settings(max_new_tokens=24, temperature=0)
+    prompt = torch.randint(0, args.vocab_size, (1, 7), device="cuda")
+    tokens = {}
+    for name, kernels in (("serial", ()), ("pdl", pdl.ALL)):
+        with pdl.only(kernels), torch.no_grad():
+            model.setup_caches(1, 64, kv_cache="prefix")
+            graphed = generate.GraphedDecode(model, 0, None, compiled=False)
+            tokens[name] = generate.generate_once(model, prompt, settings, generate.eager_prefill, graphed.decode,
+                                                  torch.cuda.synchronize)[0]
+    assert torch.equal(tokens["pdl"], tokens["serial"]), tokens

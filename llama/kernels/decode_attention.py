@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from llama.kernels import pdl
+
 try:
     import triton
     import triton.language as tl
@@ -266,12 +268,15 @@ if triton is not None:
     @triton.jit
     def _decode_step_kernel(QKV, K, V, FREQS, POS, OUT, stride_qkv, stride_kb, stride_kh, stride_kn, sm_scale_log2,
                             HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr,
-                            BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+                            BLOCK_N: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr):
         # One decode token, model-dtype cache: RoPE on q and k, the cache write and attention in one
         # launch, where the unfused step spends three pointwise kernels before _attention_kernel
         # (about 3 us a layer on an H200: docs/performance.md). One program per (batch, KV head), for
         # its G query heads. QKV: the wqkv output (B, 1, (HQ + 2 HKV) D) rows; the new token's k and
-        # v are used from registers, so the loop reads only the slots before pos.
+        # v are used from registers, so the loop reads only the slots before pos. PDL: every input
+        # may be the kernel before's output, so the wait comes first; the release lets the next
+        # kernel (wo's GEMV) start loading its weights while this one runs on B * HKV programs.
+        pdl.wait_then_release(PDL)
         HALF: tl.constexpr = D // 2
         G: tl.constexpr = HQ // HKV
         DOT_DTYPE: tl.constexpr = tl.bfloat16 if DOT == 0 else (tl.float16 if DOT == 1 else tl.float32)
@@ -393,7 +398,7 @@ if triton is not None:
             qkv, k_cache, v_cache, freqs, input_pos, out,
             qkv.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), math.log2(math.e) / math.sqrt(D),
             HQ=n_heads, HKV=Hkv, D=D, BLOCK_M=block_m, BLOCK_N=block_n, DOT=dot_kind(qkv.dtype),
-            num_warps=warps, num_stages=stages)
+            num_warps=warps, num_stages=stages, **pdl.launch_args(qkv, "decode_step"))
         return out
 
     @_decode_step_attention.register_fake

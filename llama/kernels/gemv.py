@@ -27,6 +27,9 @@ Layouts (N outputs, K inputs):
 Split-K (GEMV_CONFIGS' sixth field): matrices with few rows split K across programs that write fp32
 partial sums, then added up with one torch sum (fused into the next kernel under torch.compile;
 deterministic, no atomics).
+
+On sm_90+ the kernels can be launched with programmatic dependent launch (llama/kernels/pdl.py): by
+default the int4 ones, whose next kernel then starts loading its weights while they finish.
 """
 from __future__ import annotations
 
@@ -38,12 +41,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from llama.kernels import pdl
 from llama.model import RMSNorm, rms_norm
 
 try:
     import triton
     import triton.language as tl
-    from torch.library import triton_op, wrap_triton
 except ImportError:  # CPU-only installs: the torch fallback below is the whole story
     triton = None
 
@@ -297,9 +300,11 @@ if triton is not None:
     def _rowwise_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K,
                              HAS_SCALE: tl.constexpr, IS_INT8: tl.constexpr,
                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
-                             SPLIT: tl.constexpr, SWIGLU: tl.constexpr):
+                             SPLIT: tl.constexpr, SWIGLU: tl.constexpr, PDL: tl.constexpr):
         # Grid (rows of x, blocks of N, splits of K): rows sharing a weight tile run next to each
-        # other, so a second row finds the tile in L2.
+        # other, so a second row finds the tile in L2. PDL: every load here reads x too, so the wait
+        # comes first (llama/kernels/pdl.py).
+        pdl.wait_then_release(PDL)
         m = tl.program_id(0)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
@@ -445,7 +450,8 @@ if triton is not None:
     @triton.jit
     def _words_gemv_kernel(x_ptr, w_ptr, scale_ptr, y_ptr, N, K, words_per_row, norm_ptr, eps,
                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
-                           WEIGHT: tl.constexpr, ASM: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr):
+                           WEIGHT: tl.constexpr, ASM: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr,
+                           PDL: tl.constexpr):
         # Rowwise weights read as int32 words, passed from the host so Triton sees them 16-byte
         # aligned. WEIGHT "int8" or "float8" (e4m3): 4 inputs a word, input 4j + i in bits
         # 8i..8i+7; "bf16" (no scale): 2 inputs a word, input 2j + i in bits 16i..16i+15.
@@ -477,6 +483,10 @@ if triton is not None:
         x_sum = tl.zeros((WORDS,), dtype=tl.float32)
         if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
             w = _words_load(w_ptr, rn_load, words_per_row, word, w_start, w_end, False)
+        # Weights first: x is the kernel before's output (pdl.py). Without PREFETCH nothing is loaded
+        # before the wait. (Loading tile 0 there too, and each next tile at the end of an iteration,
+        # added 4-5% instructions to the loop; PDL slowed int8wo with or without it: pdl.DEFAULT.)
+        pdl.wait_then_release(PDL)
         if NORM:  # after tile 0's load is issued (PREFETCH), so the two latencies overlap
             r = _norm_rsqrt(x_ptr, m, K, eps, NORM)
         for w0 in range(w_start, w_end, WORDS):
@@ -520,8 +530,9 @@ if triton is not None:
     @triton.jit
     def _int4_gemv_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K,
                           GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          SWIGLU: tl.constexpr):
+                          SWIGLU: tl.constexpr, PDL: tl.constexpr):
         # BLOCK_K is a power-of-two multiple of GROUP that divides K (checked by the caller).
+        pdl.wait_then_release(PDL)
         m = tl.program_id(0)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         rb = tl.arange(0, BLOCK_K // 2)
@@ -571,7 +582,8 @@ if triton is not None:
     @triton.jit
     def _int4_gemv_v2_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K, words_per_row, norm_ptr, eps,
                              GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                             PREFETCH: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr):
+                             PREFETCH: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr,
+                             PDL: tl.constexpr):
         # w_ptr: the packed weights as int32 words (N, words_per_row = K // 8), passed from the host
         # so Triton sees it divisible by 4 and loads 16 bytes at a time. BLOCK_K is a power-of-two
         # multiple of GROUP that divides K (the caller checks); GROUP is a multiple of 8, so each word
@@ -603,6 +615,7 @@ if triton is not None:
         if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
             w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w_start,
                                     w_end, False, WORDS)
+        pdl.wait_then_release(PDL)  # weights first: x is the kernel before's output (pdl.py)
         if NORM:  # after tile 0's loads are issued (PREFETCH), so the latencies overlap
             r = _norm_rsqrt(x_ptr, m, K, eps, NORM)
         for w0 in range(w_start, w_end, BLOCK_K // 8):
@@ -702,16 +715,15 @@ if triton is not None:
             raise ValueError(f"norm_weight must have shape ({k},), not {tuple(norm_weight.shape)}")
         return norm_weight.contiguous(), float(eps), min(triton.next_power_of_2(k), NORM_TILE)
 
-    @triton_op("llama::rowwise_gemv", mutates_args={})
-    def rowwise_gemv(x: Tensor, qweight: Tensor, scale: Tensor | None = None,
-                     config: list[int] | None = None, narrow: bool = False, swiglu: bool = False,
-                     norm_weight: Tensor | None = None, eps: float = 0.0) -> Tensor:
-        """x (..., K) @ (qweight * scale[:, None]).T for a few rows of x; qweight (N, K).
+    # The ops are opaque custom ops: torch.compile (fullgraph too) calls each as one extern kernel,
+    # which launches the Triton kernel eagerly, so a CUDA graph captured around the compiled step
+    # records our launch options, PDL's among them (a triton_op traced into inductor's code would
+    # drop them). The split-K sum and an unfused SwiGLU stay outside the op (_finish), where
+    # inductor fuses them into the next kernel. Each op's fake impl is the same function, not
+    # launching: it only allocates the output.
 
-        config None: the GEMV_CONFIGS entry, narrowed for matrices with few rows (MIN_PROGRAMS);
-        a config is taken as given unless narrow. swiglu: qweight is a fused w13 (SWIGLU_ROWS); the
-        result is silu(gate) * up, (..., N // 2). norm_weight (K,): x is RMSNorm'ed first
-        (normed_input: in the word kernel's prologue, else in torch before the rowwise kernel)."""
+    def _rowwise_gemv_run(x: Tensor, qweight: Tensor, scale: Tensor | None, config: list[int] | None, narrow: bool,
+                          swiglu: bool, norm_weight: Tensor | None, eps: float, launch: bool) -> Tensor:
         n, k = qweight.shape
         kind = _config_key(qweight.dtype)
         block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape(kind, n, config, narrow)
@@ -730,33 +742,48 @@ if triton is not None:
             splits = _k_splits(n, k // per_word, block_n, block_k // per_word) if split else 1
             y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
             g, eps, norm = _norm_args(x2, norm_weight, eps)
-            wrap_triton(_words_gemv_kernel)[grid + (splits,)](x2, qweight.view(torch.int32), qweight if scale is None else scale,
-                                                              y, n, k, k // per_word, g, eps, BLOCK_N=block_n,
-                                                              BLOCK_K=block_k, PREFETCH=prefetch, WEIGHT=weight,
-                                                              ASM=weight == "float8" and _has_e4m3_convert(x),
-                                                              SWIGLU=fused, NORM=norm, num_warps=num_warps)
-            return _finish(y, x, swiglu, fused)
-        if norm_weight is not None:  # the rowwise kernel has no prologue: the norm in torch first
-            x2 = normed_input(x2, norm_weight, eps)
+            if launch:
+                _words_gemv_kernel[grid + (splits,)](x2, qweight.view(torch.int32), qweight if scale is None else scale,
+                                                     y, n, k, k // per_word, g, eps, BLOCK_N=block_n, BLOCK_K=block_k,
+                                                     PREFETCH=prefetch, WEIGHT=weight,
+                                                     ASM=weight == "float8" and _has_e4m3_convert(x), SWIGLU=fused,
+                                                     NORM=norm, num_warps=num_warps, **pdl.launch_args(x, kind))
+            return y
         splits = _k_splits(n, k, block_n, block_k) if split else 1
         y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
-        wrap_triton(_rowwise_gemv_kernel)[grid + (splits,)](x2, qweight, scale if scale is not None else qweight, y,
-                                                            n, k, HAS_SCALE=scale is not None,
-                                                            IS_INT8=qweight.dtype == torch.int8, BLOCK_N=block_n,
-                                                            BLOCK_K=block_k, PREFETCH=prefetch, SPLIT=splits > 1,
-                                                            SWIGLU=fused, num_warps=num_warps)
-        return _finish(y, x, swiglu, fused)
+        if launch:
+            if norm_weight is not None:  # the rowwise kernel has no prologue: the norm in torch first
+                x2 = normed_input(x2, norm_weight, eps)
+            _rowwise_gemv_kernel[grid + (splits,)](x2, qweight, scale if scale is not None else qweight, y, n, k,
+                                                   HAS_SCALE=scale is not None, IS_INT8=qweight.dtype == torch.int8,
+                                                   BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch,
+                                                   SPLIT=splits > 1, SWIGLU=fused, num_warps=num_warps,
+                                                   **pdl.launch_args(x, kind))
+        return y
 
-    @triton_op("llama::int4_gemv", mutates_args={})
-    def int4_gemv(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor,
-                  config: list[int] | None = None, narrow: bool = False, swiglu: bool = False,
-                  norm_weight: Tensor | None = None, eps: float = 0.0) -> Tensor:
-        """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x.
+    @torch.library.custom_op("llama::rowwise_gemv", mutates_args=())
+    def _rowwise_gemv_op(x: Tensor, qweight: Tensor, scale: Tensor | None, config: list[int] | None, narrow: bool,
+                         swiglu: bool, norm_weight: Tensor | None, eps: float) -> Tensor:
+        return _rowwise_gemv_run(x, qweight, scale, config, narrow, swiglu, norm_weight, eps, launch=True)
 
-        config: [BLOCK_N, BLOCK_K, num_warps], optionally then kernel (1 or 2), prefetch and split-K
-        (0 or 1; v2 only), read by gemv_config; None takes GEMV_CONFIGS["int4"] whole, narrowed as
-        rowwise_gemv's. swiglu, norm_weight and eps: as rowwise_gemv's (the norm in v2's prologue,
-        in torch before v1)."""
+    @_rowwise_gemv_op.register_fake
+    def _(x, qweight, scale, config, narrow, swiglu, norm_weight, eps):
+        return _rowwise_gemv_run(x, qweight, scale, config, narrow, swiglu, norm_weight, eps, launch=False)
+
+    def rowwise_gemv(x: Tensor, qweight: Tensor, scale: Tensor | None = None,
+                     config: list[int] | None = None, narrow: bool = False, swiglu: bool = False,
+                     norm_weight: Tensor | None = None, eps: float = 0.0) -> Tensor:
+        """x (..., K) @ (qweight * scale[:, None]).T for a few rows of x; qweight (N, K).
+
+        config None: the GEMV_CONFIGS entry, narrowed for matrices with few rows (MIN_PROGRAMS);
+        a config is taken as given unless narrow. swiglu: qweight is a fused w13 (SWIGLU_ROWS); the
+        result is silu(gate) * up, (..., N // 2). norm_weight (K,): x is RMSNorm'ed first
+        (normed_input: in the word kernel's prologue, else in torch before the rowwise kernel)."""
+        y = _rowwise_gemv_op(x, qweight, scale, config, narrow, swiglu, norm_weight=norm_weight, eps=eps)
+        return _finish(y, x, swiglu, y.shape[-1] != qweight.shape[0])
+
+    def _int4_gemv_run(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor, config: list[int] | None,
+                       narrow: bool, swiglu: bool, norm_weight: Tensor | None, eps: float, launch: bool) -> Tensor:
         n, k = packed.shape[0], 2 * packed.shape[1]
         block_n, block_k, num_warps, kernel, prefetch, split = _launch_shape("int4", n, config, narrow)
         if kernel not in (1, 2):
@@ -771,17 +798,40 @@ if triton is not None:
             splits = _k_splits(n, k // 8, block_n, block_k // 8) if split else 1
             y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
             g, eps, norm = _norm_args(x2, norm_weight, eps)
-            wrap_triton(_int4_gemv_v2_kernel)[grid + (splits,)](x2, packed.view(torch.int32), scale, zero, y, n, k,
-                                                                k // 8, g, eps, GROUP=group, BLOCK_N=block_n,
-                                                                BLOCK_K=block_k, PREFETCH=prefetch, SWIGLU=fused,
-                                                                NORM=norm, num_warps=num_warps)
-            return _finish(y, x, swiglu, fused)
-        if norm_weight is not None:  # v1 has no prologue: the norm in torch first
-            x2 = normed_input(x2, norm_weight, eps)
+            if launch:
+                _int4_gemv_v2_kernel[grid + (splits,)](x2, packed.view(torch.int32), scale, zero, y, n, k, k // 8, g,
+                                                       eps, GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k,
+                                                       PREFETCH=prefetch, SWIGLU=fused, NORM=norm, num_warps=num_warps,
+                                                       **pdl.launch_args(x, "int4"))
+            return y
         y, fused = _gemv_output(x2, n, 1, block_n, swiglu)  # v1: no split-K
-        wrap_triton(_int4_gemv_kernel)[grid](x2, packed, scale, zero, y, n, k, GROUP=group, BLOCK_N=block_n,
-                                             BLOCK_K=block_k, SWIGLU=fused, num_warps=num_warps)
-        return _finish(y, x, swiglu, fused)
+        if launch:
+            if norm_weight is not None:  # v1 has no prologue: the norm in torch first
+                x2 = normed_input(x2, norm_weight, eps)
+            _int4_gemv_kernel[grid](x2, packed, scale, zero, y, n, k, GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k,
+                                    SWIGLU=fused, num_warps=num_warps, **pdl.launch_args(x, "int4"))
+        return y
+
+    @torch.library.custom_op("llama::int4_gemv", mutates_args=())
+    def _int4_gemv_op(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor, config: list[int] | None,
+                      narrow: bool, swiglu: bool, norm_weight: Tensor | None, eps: float) -> Tensor:
+        return _int4_gemv_run(x, packed, scale, zero, config, narrow, swiglu, norm_weight, eps, launch=True)
+
+    @_int4_gemv_op.register_fake
+    def _(x, packed, scale, zero, config, narrow, swiglu, norm_weight, eps):
+        return _int4_gemv_run(x, packed, scale, zero, config, narrow, swiglu, norm_weight, eps, launch=False)
+
+    def int4_gemv(x: Tensor, packed: Tensor, scale: Tensor, zero: Tensor,
+                  config: list[int] | None = None, narrow: bool = False, swiglu: bool = False,
+                  norm_weight: Tensor | None = None, eps: float = 0.0) -> Tensor:
+        """x (..., K) @ dequantize_int4(packed, scale, zero).T for a few rows of x.
+
+        config: [BLOCK_N, BLOCK_K, num_warps], optionally then kernel (1 or 2), prefetch and split-K
+        (0 or 1; v2 only), read by gemv_config; None takes GEMV_CONFIGS["int4"] whole, narrowed as
+        rowwise_gemv's. swiglu, norm_weight and eps: as rowwise_gemv's (the norm in v2's prologue,
+        in torch before v1)."""
+        y = _int4_gemv_op(x, packed, scale, zero, config, narrow, swiglu, norm_weight=norm_weight, eps=eps)
+        return _finish(y, x, swiglu, y.shape[-1] != packed.shape[0])
 
 
 # ----------------------------------------------------------------------------- modules
@@ -835,8 +885,8 @@ class RowwiseLinear(_GemvLinear):
     def _dequantize_stored(self) -> Tensor:
         return self.qweight if self.scale is None else dequantize_rowwise(self.qweight, self.scale, self.out_dtype)
 
-    # rowwise_gemv is a torch.library.triton_op, so torch.compile traces the kernel into its graph
-    # (fullgraph works) and CUDA graphs capture it like any other launch. The GEMV_CONFIGS entry is
+    # rowwise_gemv calls a custom op, which torch.compile (fullgraph too) keeps as one call and CUDA
+    # graphs capture like any other launch. The GEMV_CONFIGS entry is
     # passed in, not read inside the op: so it is part of the compiled graph, and of the key of
     # inductor's on-disk cache. Read inside, a process with another entry was handed the graph
     # compiled with the first one (docs/performance.md, sixth H200 session).

@@ -1,0 +1,85 @@
+"""Programmatic dependent launch (PDL) for our decode kernels (sm_90+).
+
+In a CUDA-graph-replayed decode step each kernel starts only when the one before it has finished:
+its launch, its programs' first loads and the tail of the kernel before (its last, part-empty wave)
+are time in which little is read from memory, and a layer has about eight kernels. A kernel launched
+with PDL (`launch_pdl=True`) may start once every program of the kernel before it has called
+`gdc_launch_dependents` (or exited). Our GEMV and fused decode-step kernels take a PDL flag: each
+program first issues the loads no earlier kernel writes (with PREFETCH, its first tile of weights,
+constants of the graph), then `gdc_wait` (every earlier kernel complete, its writes visible), then
+`gdc_launch_dependents`, then the rest. So the next layer's weights are in flight while the kernel
+before finishes.
+
+Why release only after the wait: then a kernel can start only once the one before it has passed its
+own wait, so every kernel before that one is complete. A kernel reads the previous kernel's output
+after its wait, and anything older at any time. Kernels launched without PDL (inductor's, torch's)
+start after ours complete, as always. (Inductor can give its own kernels PDL, triton.enable_pdl; on
+the H200 that changed no decode rate: ninth session, docs/performance.md.)
+
+Which kernels launch with it: KERNELS, by name. LLAMA_PDL=0 in the environment turns it off; `only()`
+or `serial()` around a CUDA-graph capture changes it for that graph (benchmarks/decode_roofline.py's
+ours-serial and ours-pdl-* paths measure the choices in one process).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
+# The GEMV kernels by weight kind (llama.kernels.gemv's config keys) and the fused decode step.
+GEMV_KINDS = ("bfloat16", "int8", "float8_e4m3fn", "int4")
+ALL = frozenset(GEMV_KINDS + ("decode_step",))
+# Those launched with PDL unless told otherwise. Decode tok/s on an H200, Llama-3.1-8B, one process
+# (ninth session, call C; docs/performance.md), PDL for none / the GEMVs / the decode step / both:
+# int4wo-128 383.1 / 392.1 / 381.4 / 406.7 (the step's early release lets wo's GEMV load its
+# weights while attention runs on 8 programs); int8wo 366.2 / 355.0 / 365.6 / 357.9. float8wo and
+# bf16 with both: 323.2 and 224.0 against 374.1 and 240.3 serial (in call B level: 380.5 / 376.1,
+# 239.8 / 242.0). So the int4 GEMV and the step only.
+DEFAULT = frozenset({"int4", "decode_step"})
+KERNELS = set(DEFAULT) if os.environ.get("LLAMA_PDL", "1") != "0" else set()
+
+
+def launch_args(t: torch.Tensor, kernel: str) -> dict:
+    """The launch keywords of PDL-capable `kernel` (a name in ALL) working on `t`: PDL (the kernel's
+    constexpr) and Triton's launch_pdl, on where the GPU has PDL (sm_90+) and KERNELS names it."""
+    if kernel not in ALL:
+        raise ValueError(f"unknown PDL kernel {kernel!r}; known: {', '.join(sorted(ALL))}")
+    on = kernel in KERNELS and t.is_cuda and torch.cuda.get_device_capability(t.device)[0] >= 9
+    return {"PDL": True, "launch_pdl": True} if on else {"PDL": False}
+
+
+@contextlib.contextmanager
+def only(kernels):
+    """Launch just `kernels` (names in ALL) with PDL inside this block; a CUDA graph captured in it
+    keeps that."""
+    global KERNELS
+    unknown = set(kernels) - ALL
+    if unknown:
+        raise ValueError(f"unknown PDL kernels {sorted(unknown)}; known: {', '.join(sorted(ALL))}")
+    before, KERNELS = KERNELS, set(kernels)
+    try:
+        yield
+    finally:
+        KERNELS = before
+
+
+def serial():
+    """Launch all our kernels without PDL inside this block."""
+    return only(())
+
+
+if triton is not None:
+
+    @triton.jit
+    def wait_then_release(PDL: tl.constexpr):
+        # Every earlier kernel complete and its writes visible; then let the next kernel start.
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
