@@ -925,6 +925,7 @@ def test_pdl_only_on_sm90_cuda_for_the_kernels_named():
     from types import SimpleNamespace
     from llama.kernels import pdl
     on = {"PDL": True, "launch_pdl": True}
+    assert set(pdl.GEMV_KINDS) == set(gemv.GEMV_CONFIGS)  # the GEMV ops name their kernel by config key
     with pdl.only(pdl.ALL):
         assert pdl.launch_args(torch.zeros(1), "int4") == {"PDL": False}  # CPU
     cuda_tensor = SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0))

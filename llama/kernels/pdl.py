@@ -40,8 +40,8 @@ ALL = frozenset(GEMV_KINDS + ("decode_step",))
 # (ninth session, call C; docs/performance.md), PDL for none / the GEMVs / the decode step / both:
 # int4wo-128 383.1 / 392.1 / 381.4 / 406.7 (the step's early release lets wo's GEMV load its
 # weights while attention runs on 8 programs); int8wo 366.2 / 355.0 / 365.6 / 357.9. float8wo and
-# bf16 with both: 323.2 and 224.0 against 374.1 and 240.3 serial (in call B level: 380.5 / 376.1,
-# 239.8 / 242.0). So the int4 GEMV and the step only.
+# bf16 with both: 323.2 and 224.0 against 374.1 and 240.3 serial (level with serial in call B:
+# 380.5 / 376.1, 239.8 / 242.0). So the int4 GEMVs and the step only.
 DEFAULT = frozenset({"int4", "decode_step"})
 KERNELS = set(DEFAULT) if os.environ.get("LLAMA_PDL", "1") != "0" else set()
 
