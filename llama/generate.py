@@ -213,6 +213,13 @@ def generate_once(model: Transformer, prompt: Tensor, settings: Settings, prefil
 
 # ----------------------------------------------------------------------------- measuring
 
+def kernel_settings() -> dict:
+    """GENERATE_FIELDS' kernel_settings: what our kernels run with in this process."""
+    from llama.kernels import gemv, pdl
+    return {"gemv_configs": {kind: list(entry) for kind, entry in gemv.GEMV_CONFIGS.items()},
+            "pdl_kernels": sorted(pdl.KERNELS)}
+
+
 def copy_bandwidth_gb_s(device: torch.device, nbytes: int, iters: int) -> float:
     """Device-to-device copy, counting bytes read plus written (the roofline for decode)."""
     src = torch.ones(nbytes, dtype=torch.uint8, device=device)  # written, so no zero-page reads on CPU
@@ -486,6 +493,7 @@ def main(argv=None) -> int:
         model, tokenizer, meta = checkpoint.load(args.checkpoint, device=device, dtype=dtype)
         prompt = make_prompt(args, tokenizer, model.config.vocab_size, device)
         options = techniques.apply(model, args.technique, device, dtype)
+        fields["kernel_settings"] = kernel_settings()
         fields.update(benchmark(model, prompt, settings, options))
         fields["bandwidth_fraction"] = fields["bandwidth_gb_s"] / copy_gb_s
         result = results.make_result("generate", status="ok", **fields)

@@ -70,6 +70,9 @@ GENERATE_FIELDS = {
     "copy_bandwidth_gb_s": "device-to-device copy bandwidth measured in the same run (read+write)",
     "bandwidth_fraction": "bandwidth_gb_s / copy_bandwidth_gb_s",
     "samples": "per timed sample: {ttft_s, decode_s} seconds (the rates above are computed from these)",
+    "kernel_settings": "our Triton kernels' settings in this run (llama/kernels), which decode rates move "
+                       "with: {gemv_configs: GEMV_CONFIGS entry by weight kind, pdl_kernels: the kernels "
+                       "launched with programmatic dependent launch where the GPU has it (sm_90+)}",
 }
 
 # Eval defaults the workflow needs without importing lm-eval (slow to import): the offline task
@@ -221,7 +224,7 @@ def load_results(paths: Iterable[str | os.PathLike]):
     rows = []
     for p in paths:
         r = read_result(p)
-        row = {k: v for k, v in r.items() if k not in ("env", "metrics", "stderr")}
+        row = {k: v for k, v in r.items() if k not in ("env", "metrics", "stderr", "kernel_settings")}
         row["device_name"] = (r.get("env") or {}).get("device_name")
         for name, value in (r.get("metrics") or {}).items():
             row[f"metric/{name}"] = value

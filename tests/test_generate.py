@@ -91,13 +91,17 @@ def test_cache_size_rules():
 
 
 def test_generate_json_has_every_field(tmp_path, tiny_checkpoint, capsys):
-    code, r = run(tmp_path, tiny_checkpoint, "--technique", "int8wo+linear-mask", "--prefill_size", "7",
-                  "--batch_size", "2", *FAST)
+    from llama.kernels import gemv, pdl
+    with pdl.only({"int4"}):  # the JSON says which kernels this run launched with PDL
+        code, r = run(tmp_path, tiny_checkpoint, "--technique", "int8wo+linear-mask", "--prefill_size", "7",
+                      "--batch_size", "2", *FAST)
     assert code == 0
     assert list(r) == list(results.COMMON_FIELDS) + list(results.GENERATE_FIELDS)
     assert r["status"] == "ok" and r["reason"] == ""
     missing = [k for k, v in r.items() if v is None]
     assert missing == [], f"fields left empty: {missing}"
+    assert r["kernel_settings"] == {"gemv_configs": {k: list(v) for k, v in gemv.GEMV_CONFIGS.items()},
+                                    "pdl_kernels": ["int4"]}
     assert r["model"] == "tiny" and r["synthetic"] is True and r["prompt_tokens"] == 7
     assert r["command"].startswith("python -m llama.generate --checkpoint")
     assert r["env"]["torch"] == torch.__version__
