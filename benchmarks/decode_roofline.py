@@ -16,7 +16,7 @@ In ONE process, on one seeded random model (built on the device, no checkpoint),
   ours-serial  ours with every kernel launched without programmatic dependent launch (PDL,
          llama/kernels/pdl.py): each kernel starts only when the one before has finished.
   ours-pdl-gemv, ours-pdl-step, ours-pdl-all  ours with PDL for the GEMV kernels only, the fused
-         decode step only, or both (whatever pdl.KERNELS says by default).
+         decode step only, or both (ours itself: pdl.KERNELS, by default pdl.DEFAULT).
 Both compile under torchao's recommended inductor settings (llama.generate.INDUCTOR_CONFIG) and
 decode greedily from the same 6-token prompt; each measurement is repeated (--repeats) and the
 spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.
@@ -194,7 +194,8 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     if device.type == "cuda":
         row["peak_gb"] = (torch.cuda.max_memory_allocated(device) - mem0) / 1e9
     row["first_tokens"] = tokens[0, :8].tolist()
-    # All the tokens, hashed: paths that run the same kernels (ours, ours-serial) must match.
+    # All the tokens, hashed, to compare rows at a glance. Two compiles of the same path can differ:
+    # inductor's tuning picks kernels by timing and random weights give flat logits (docs/performance.md).
     row["tokens_sha1"] = hashlib.sha1(tokens.cpu().numpy().tobytes()).hexdigest()[:12]
     row["status"] = "ok"
     del model, decoder
