@@ -5,14 +5,18 @@ Compiles the kernels of llama/kernels/gemv.py for an H100/H200 (sm_90) on any ma
 instruction count per weight byte each thread handles per iteration, the opcode mix, and the
 barriers and shared-memory ops in it (a layout conversion of x inside the loop shows as BAR/LDS).
 Counts depend on the Triton version, and a lot: the lent H200 runs Triton 3.6, whose code for the
-int4 v2 loop has 8.9 instructions per byte where 3.9's has 6.2 (docs/performance.md). To count what
-the device runs, put that version first on the path (only triton itself; torch stays):
+int4 v2 loop had 8.9 instructions per byte where 3.9's had 6.2, until the kernel was written so both
+lay the tile out alike (docs/performance.md). To count what the device runs, put that version first
+on the path (only triton itself; torch stays). --int4 adds int4 v2 launch shapes to count
+(BLOCK_N,BLOCK_K,num_warps,prefetch; group 128, with the norm prologue and without):
 
     python benchmarks/gemv_sass.py
     pip install --target /tmp/triton36 triton==3.6.0 && PYTHONPATH=/tmp/triton36 python benchmarks/gemv_sass.py
+    python benchmarks/gemv_sass.py --int4 64,512,2,1 16,512,1,0
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import os
 import re
@@ -63,7 +67,7 @@ def loop_report(label: str, kernel, weight_bytes_per_thread: float) -> str:
             f"{'':34s} {dict(ops.most_common(8))}")
 
 
-def main() -> None:
+def main(int4_shapes: list[tuple[int, int, int, int]]) -> None:
     print(f"triton {triton.__version__}, sm_90")
     for block_n, block_k, warps, prefetch in [(8, 512, 4, 1), (8, 512, 2, 0), (16, 1024, 8, 1)]:
         consts = dict(BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch, SWIGLU=False)
@@ -88,13 +92,24 @@ def main() -> None:
         print(loop_report(f"{weight} v2 norm {(block_n, block_k, warps, prefetch)}", v2,
                           block_n * block_k / (32 * warps) * (2 if weight == "bf16" else 1)))
     block_n, block_k, warps, _, prefetch = gemv.GEMV_CONFIGS["int4"][:5]
-    for norm in (False, True):
-        v2 = compile_sm90(gemv._int4_gemv_v2_kernel, INT4_V2, dict(GROUP=128, BLOCK_N=block_n, BLOCK_K=block_k,
-                                                                   PREFETCH=prefetch, SWIGLU=False,
-                                                                   NORM=gemv.NORM_TILE if norm else 0), warps)
-        print(loop_report(f"int4 v2 g128{' norm' if norm else ''} {(block_n, block_k, warps, prefetch)}", v2,
-                          block_n * block_k / 2 / (32 * warps)))
+    for block_n, block_k, warps, prefetch in [(block_n, block_k, warps, prefetch)] + int4_shapes:
+        for norm in (False, True):
+            v2 = compile_sm90(gemv._int4_gemv_v2_kernel, INT4_V2, dict(GROUP=128, BLOCK_N=block_n, BLOCK_K=block_k,
+                                                                       PREFETCH=prefetch, SWIGLU=False,
+                                                                       NORM=gemv.NORM_TILE if norm else 0), warps)
+            print(loop_report(f"int4 v2 g128{' norm' if norm else ''} {(block_n, block_k, warps, prefetch)}", v2,
+                              block_n * block_k / 2 / (32 * warps)))
+
+
+def int4_shape(text: str) -> tuple[int, int, int, int]:
+    fields = tuple(int(f) for f in text.split(","))
+    if len(fields) != 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: give BLOCK_N,BLOCK_K,num_warps,prefetch")
+    return fields
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--int4", type=int4_shape, nargs="*", default=[], metavar="BN,BK,W,PF",
+                        help="int4 v2 launch shapes to count besides the GEMV_CONFIGS entry")
+    main(parser.parse_args().int4)

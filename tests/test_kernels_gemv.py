@@ -159,6 +159,20 @@ def test_int4_kernel_matches_reference(monkeypatch, kernel, prefetch, group, row
     assert rel_err(y.cpu(), ref) < 1e-2
 
 
+@needs_kernels
+@pytest.mark.parametrize("group", [8, 16])
+def test_int4_groups_below_32_take_v1_when_v2_is_asked_for(monkeypatch, group):
+    # v2 reads a group's words 4 at a time (32 inputs): smaller groups fall back to v1.
+    packed, scale, zero = quantize_int4(random_weight(24, 256, seed=group), group)
+    x = torch.randn(1, 256).to(torch.bfloat16)
+    ref = x.float() @ dequantize_int4(packed, scale, zero).float().T
+    _poisoned_out(monkeypatch)
+    _only_int4_kernel(monkeypatch, 1)
+    dev = KERNEL_DEVICE
+    y = gemv.int4_gemv(x.to(dev), packed.to(dev), scale.to(dev), zero.to(dev), config=[8, 128, 2, 2, 1])
+    assert rel_err(y.cpu(), ref) < 1e-2
+
+
 def exact_dequantize_int4(packed, scale, zero):
     """q * scale + zero in float32, not rounded to the model dtype as dequantize_int4 is: what the kernels compute."""
     n = packed.shape[0]

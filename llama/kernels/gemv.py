@@ -565,19 +565,41 @@ if triton is not None:
         return t0, t1, t2, t3, t4, t5, t6, t7
 
     @triton.jit
-    def _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w0, w_end,
+    def _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, rg, w0, w_end,
                       MASKED: tl.constexpr, WORDS: tl.constexpr):
-        # The weight words, scales and zeros of the tile at word w0. MASKED: w0 may be at or past
-        # w_end, the end of this program's slice of the row (then all is masked off, and never used);
-        # the masks are constant over each 4 words, so the loads stay 16 bytes wide.
+        # The weight words (rows, groups, words of a group), scales and zeros (rows, groups) of the
+        # tile at word w0. MASKED: w0 may be at or past w_end, the end of this program's slice of the
+        # row (then all is masked off, and never used); the masks are constant over each 4 words, so
+        # the loads stay 16 bytes wide.
+        # The words are loaded as (rows, words) and then reshaped: loaded 3-D, Triton 3.6 spread a
+        # warp's threads over rows before groups (3.9 the other way round: it breaks the tie in the
+        # two axes' contiguity the other way), each thread then had 2 rows, not 8, to share its x
+        # values with, and the loop took 8.9 instructions per weight byte where it now takes 6.4.
+        flat = tl.arange(0, rg.shape[0] * WORDS)
         w_ok, g_ok = None, None
         if MASKED:
-            w_ok = (w0 + word < w_end)[None, :, :]
+            w_ok = (w0 + flat < w_end)[None, :]
             g_ok = (w0 // WORDS + rg < w_end // WORDS)[None, :]
-        w = tl.load(w_ptr + rn_load[:, None, None] * words_per_row + (w0 + word)[None, :, :], mask=w_ok,
+        w = tl.load(w_ptr + rn_load[:, None] * words_per_row + (w0 + flat)[None, :], mask=w_ok,
                     eviction_policy="evict_first")
         g = rn_load[:, None] * n_groups + (w0 // WORDS + rg)[None, :]
-        return w, tl.load(scale_ptr + g, mask=g_ok), tl.load(zero_ptr + g, mask=g_ok)
+        return (tl.reshape(w, (rn_load.shape[0], rg.shape[0], WORDS)), tl.load(scale_ptr + g, mask=g_ok),
+                tl.load(zero_ptr + g, mask=g_ok))
+
+    @triton.jit
+    def _int4_word_dot(w, x, qx):
+        # qx + the eight products of word w's nibbles with their x (..., 8), scaled as
+        # _int4_gemv_v2_kernel says: one LOP3 and one FFMA a nibble, one shift a word.
+        x0, x1, x2, x3, x4, x5, x6, x7 = _split8(x)
+        hi = w >> 8  # nibbles 6 and 7 to bits 16..23
+        qx = tl.fma((w & 0xF).to(tl.float32, bitcast=True), x0, qx)
+        qx = tl.fma((w & 0xF0).to(tl.float32, bitcast=True), x1, qx)
+        qx = tl.fma((w & 0xF00).to(tl.float32, bitcast=True), x2, qx)
+        qx = tl.fma((w & 0xF000).to(tl.float32, bitcast=True), x3, qx)
+        qx = tl.fma((w & 0xF0000).to(tl.float32, bitcast=True), x4, qx)
+        qx = tl.fma((w & 0xF00000).to(tl.float32, bitcast=True), x5, qx)
+        qx = tl.fma((hi & 0xF0000).to(tl.float32, bitcast=True), x6, qx)
+        return tl.fma((hi & 0xF00000).to(tl.float32, bitcast=True), x7, qx)
 
     @triton.jit
     def _int4_gemv_v2_kernel(x_ptr, w_ptr, scale_ptr, zero_ptr, y_ptr, N, K, words_per_row, norm_ptr, eps,
@@ -586,9 +608,10 @@ if triton is not None:
                              PDL: tl.constexpr):
         # w_ptr: the packed weights as int32 words (N, words_per_row = K // 8), passed from the host
         # so Triton sees it divisible by 4 and loads 16 bytes at a time. BLOCK_K is a power-of-two
-        # multiple of GROUP that divides K (the caller checks); GROUP is a multiple of 8, so each word
-        # lies in one group. Tiles are (rows, groups, words of a group): a group's scale broadcasts
-        # over its words for free, and groups are summed once, after the loop.
+        # multiple of GROUP that divides K (the caller checks); GROUP is a multiple of 32, so each
+        # word lies in one group and a group's words split into 4 runs of GROUP // 32 (the host
+        # runs v1 for smaller groups). Tiles are (rows, groups, words of a group): a group's scale
+        # broadcasts over its words for free, and groups are summed once, after the loop.
         #
         # A nibble is made a float by one AND: an int32 below 2**24 read as float32 bits is exactly
         # itself * 2**-149 (subnormals, then the first normal binade), so (w & (0xF << b)) is
@@ -596,7 +619,10 @@ if triton is not None:
         # product at q * x * 2**-53, and the scale by 2**53. Per weight: one LOP3 and one FFMA, plus
         # per word one shift for nibbles 6 and 7 (bits 24+ are the exponent). Exact unless |x| >=
         # 2**32 or |scale| >= 2**75; |x q| < 2**-73 would lose relative precision (not activations).
-        # Compiled for sm_90 at (16, 2048, 4): 5.8 instructions per byte per lane in the loop, v1 13.
+        # A thread's 4 adjacent words of a group (one 16-byte load) go into one chain of 32 FMAs per
+        # row, then one FMA with the scale: a chain per word took 24 more instructions and 84 more
+        # registers a tile. Compiled for sm_90 at (32, 512, 2) by Triton 3.6 (the H200's): 6.4
+        # instructions per weight byte per thread in the loop, 158 registers (gemv_sass.py).
         # NORM: as the word kernel's.
         WORDS: tl.constexpr = GROUP // 8
         GROUPS: tl.constexpr = BLOCK_K // GROUP
@@ -610,10 +636,10 @@ if triton is not None:
         i = tl.arange(0, 8)
         nibble_bit = tl.where(i < 6, 4 * i, 4 * i - 8)  # where input 8j + i sits once masked
         x_scale = ((127 + 96 - nibble_bit) << 23).to(tl.float32, bitcast=True)  # 2**(96 - bit)
-        acc = tl.zeros((BLOCK_N, GROUPS, WORDS), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_N, GROUPS, WORDS // 4), dtype=tl.float32)
         acc_zero = tl.zeros((BLOCK_N, GROUPS), dtype=tl.float32)
         if PREFETCH:  # tile 0 before the loop; the loop carries the tile it is about to compute
-            w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w_start,
+            w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, rg, w_start,
                                     w_end, False, WORDS)
         pdl.wait_then_release(PDL)  # weights first: x is the kernel before's output (pdl.py)
         if NORM:  # after tile 0's loads are issued (PREFETCH), so the latencies overlap
@@ -624,26 +650,24 @@ if triton is not None:
                 # (Triton pipelines tl.dot operands only). Past the row's end all masked off. x stays
                 # in the loop: it is small and L2-resident, and a second copy would cost registers.
                 w_next, s_next, z_next = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups,
-                                                       word, rg, w0 + BLOCK_K // 8, w_end, True, WORDS)
+                                                       rg, w0 + BLOCK_K // 8, w_end, True, WORDS)
             else:
-                w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, word, rg, w0,
+                w, s, z = _int4_v2_load(w_ptr, scale_ptr, zero_ptr, rn_load, words_per_row, n_groups, rg, w0,
                                         w_end, False, WORDS)
             k8 = 8 * (w0 + word)[:, :, None] + i[None, None, :]
             x8 = tl.load(x_ptr + m * K + k8).to(tl.float32)
             if NORM:  # the group sums below too see the normalized x
                 x8 = _rms_normed(x8, tl.load(norm_ptr + k8), r, x_ptr)
             x_group = tl.sum(tl.sum(x8, axis=2), axis=1)
-            x0, x1, x2, x3, x4, x5, x6, x7 = _split8(
-                tl.broadcast_to((x8 * x_scale[None, None, :])[None, :, :, :], (BLOCK_N, GROUPS, WORDS, 8)))
-            hi = w >> 8  # nibbles 6 and 7 to bits 16..23
-            qx = (w & 0xF).to(tl.float32, bitcast=True) * x0
-            qx = tl.fma((w & 0xF0).to(tl.float32, bitcast=True), x1, qx)
-            qx = tl.fma((w & 0xF00).to(tl.float32, bitcast=True), x2, qx)
-            qx = tl.fma((w & 0xF000).to(tl.float32, bitcast=True), x3, qx)
-            qx = tl.fma((w & 0xF0000).to(tl.float32, bitcast=True), x4, qx)
-            qx = tl.fma((w & 0xF00000).to(tl.float32, bitcast=True), x5, qx)
-            qx = tl.fma((hi & 0xF0000).to(tl.float32, bitcast=True), x6, qx)
-            qx = tl.fma((hi & 0xF00000).to(tl.float32, bitcast=True), x7, qx)
+            # Word 4j + c of a group is run j's c-th: (rows, groups, runs, 4 words[, 8 inputs]).
+            xr = tl.reshape(tl.broadcast_to((x8 * x_scale[None, None, :])[None, :, :, :], (BLOCK_N, GROUPS, WORDS, 8)),
+                            (BLOCK_N, GROUPS, WORDS // 4, 4, 8))
+            xa, xb, xc, xd = _split4(tl.permute(xr, (0, 1, 2, 4, 3)))
+            wa, wb, wc, wd = _split4(tl.reshape(w, (BLOCK_N, GROUPS, WORDS // 4, 4)))
+            qx = _int4_word_dot(wa, xa, tl.zeros((BLOCK_N, GROUPS, WORDS // 4), dtype=tl.float32))
+            qx = _int4_word_dot(wb, xb, qx)
+            qx = _int4_word_dot(wc, xc, qx)
+            qx = _int4_word_dot(wd, xd, qx)
             # sum_k x (q s + z) = s * sum_k x q + z * sum_k x: the zero term once per group.
             acc = tl.fma(qx, (s.to(tl.float32) * 2.0 ** 53)[:, :, None], acc)
             acc_zero = tl.fma(z.to(tl.float32), x_group[None, :], acc_zero)
@@ -792,9 +816,10 @@ if triton is not None:
         block_k = _tiling_block(k, block_k, minimum=group)  # whole groups, no partial tile
         x2 = x.reshape(-1, k).contiguous()
         grid = (x2.shape[0], triton.cdiv(n, block_n))
-        # v2 reads whole int32 words inside one group: it needs group % 8 == 0 (groups of 2 or 4
-        # split a word) and rows that view as int32 (contiguous, 4-byte aligned); else v1 runs.
-        if kernel == 2 and group % 8 == 0 and packed.is_contiguous() and packed.storage_offset() % 4 == 0:
+        # v2 reads whole int32 words inside one group, in runs of 4: it needs group % 32 == 0 (8
+        # inputs a word, 4 words a 16-byte load) and rows that view as int32 (contiguous, 4-byte
+        # aligned); else v1 runs.
+        if kernel == 2 and group % 32 == 0 and packed.is_contiguous() and packed.storage_offset() % 4 == 0:
             splits = _k_splits(n, k // 8, block_n, block_k // 8) if split else 1
             y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
             g, eps, norm = _norm_args(x2, norm_weight, eps)
