@@ -91,8 +91,8 @@ def main(int4_shapes: list[tuple[int, int, int, int]]) -> None:
                                                                  NORM=gemv.NORM_TILE), warps)
         print(loop_report(f"{weight} v2 norm {(block_n, block_k, warps, prefetch)}", v2,
                           block_n * block_k / (32 * warps) * (2 if weight == "bf16" else 1)))
-    block_n, block_k, warps, _, prefetch = gemv.GEMV_CONFIGS["int4"][:5]
-    for block_n, block_k, warps, prefetch in [(block_n, block_k, warps, prefetch)] + int4_shapes:
+    c = gemv.gemv_config("int4")
+    for block_n, block_k, warps, prefetch in [(c.block_n, c.block_k, c.num_warps, c.prefetch)] + int4_shapes:
         for norm in (False, True):
             v2 = compile_sm90(gemv._int4_gemv_v2_kernel, INT4_V2, dict(GROUP=128, BLOCK_N=block_n, BLOCK_K=block_k,
                                                                        PREFETCH=prefetch, SWIGLU=False,
