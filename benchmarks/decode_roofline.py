@@ -16,7 +16,7 @@ In ONE process, on one seeded random model (built on the device, no checkpoint),
   ours-serial  ours with every kernel launched without programmatic dependent launch (PDL,
          llama/kernels/pdl.py): each kernel starts only when the one before has finished.
   ours-pdl-gemv, ours-pdl-step, ours-pdl-all  ours with PDL for the GEMV kernels only, the fused
-         decode step only, or both (ours itself: pdl.KERNELS, by default pdl.DEFAULT).
+         decode step only, or both (ours itself: pdl.KERNELS, by default pdl.DEFAULT: none).
 Both compile under torchao's recommended inductor settings (llama.generate.INDUCTOR_CONFIG) and
 decode greedily from the same 6-token prompt; each measurement is repeated (--repeats) and the
 spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.

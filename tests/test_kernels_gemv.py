@@ -959,3 +959,12 @@ def test_pdl_only_on_sm90_cuda_for_the_kernels_named():
         pdl.launch_args(cuda_tensor, "int3")
     with pytest.raises(ValueError, match="unknown PDL kernels"):
         pdl.only({"int3"}).__enter__()
+
+
+def test_pdl_kernels_from_the_environment():
+    from llama.kernels import pdl
+    assert pdl.DEFAULT <= pdl.ALL and pdl._from_environment(None) == set(pdl.DEFAULT)
+    assert pdl._from_environment("0") == set() and pdl._from_environment("all") == set(pdl.ALL)
+    assert pdl._from_environment(" int4, decode_step ") == {"int4", "decode_step"}
+    with pytest.raises(ValueError, match=r"LLAMA_PDL='int4,int3' names unknown kernels \['int3'\]; give 0, all"):
+        pdl._from_environment("int4,int3")

@@ -191,6 +191,9 @@ def normed_input(x: Tensor, norm_weight: Tensor, eps: float) -> Tensor:
 # means 0; an int4 config of three fields takes kernel, prefetch and split from here; v1 ignores them.
 # On the H200 prefetch made all linears of a token 7% faster for int8 (56% -> 60% of the copy
 # bandwidth) and for int4 with groups of 128 (38% -> 41%); bf16 and float8 were not swept with it then.
+# int4 dropped it again with the v2 loop rewritten for Triton 3.6 (tenth H200 session, decode tok/s,
+# one process each, no PDL): (32, 512, 2) without prefetch 470.3 and 457.1, with it 439.6; of nine
+# launch shapes without it, the next best were (32, 512, 4) 463.9 and (32, 1024, 4) 463.6.
 # int8, float8 and bf16 have a fifth field, the kernel: 1 (_rowwise_gemv_kernel, the default) or 2
 # (_words_gemv_kernel: int32 words; for int8 half the instructions per byte in sm_90 code). On the
 # H200 int8 v2 took all linears of a token from 3.00 to 2.42 ms (60% -> 74% of the copy bandwidth).
@@ -206,7 +209,7 @@ def normed_input(x: Tensor, norm_weight: Tensor, eps: float) -> Tensor:
 # their entry into the op, so it is part of the compiled graph and of inductor's cache key (read
 # inside the op, a graph compiled with an old entry was reused: sixth H200 session).
 GEMV_CONFIGS = {"bfloat16": (8, 512, 2, 0, 2, 1), "int8": (8, 512, 2, 0, 2, 1), "float8_e4m3fn": (8, 512, 2, 0, 2, 1),
-                "int4": (32, 512, 2, 2, 1, 1)}
+                "int4": (32, 512, 2, 2, 0, 1)}
 MIN_PROGRAMS = 1024
 # The weights kernel 2 (_words_gemv_kernel) reads: its WEIGHT, and inputs per int32 word.
 WORD_KERNEL_WEIGHTS = {torch.int8: ("int8", 4), torch.float8_e4m3fn: ("float8", 4), torch.bfloat16: ("bf16", 2)}
@@ -485,7 +488,7 @@ if triton is not None:
             w = _words_load(w_ptr, rn_load, words_per_row, word, w_start, w_end, False)
         # Weights first: x is the kernel before's output (pdl.py). Without PREFETCH nothing is loaded
         # before the wait. (Loading tile 0 there too, and each next tile at the end of an iteration,
-        # added 4-5% instructions to the loop; PDL slowed int8wo with or without it: pdl.DEFAULT.)
+        # added 4-5% instructions to the loop; PDL slowed int8wo with or without it: pdl.py.)
         pdl.wait_then_release(PDL)
         if NORM:  # after tile 0's load is issued (PREFETCH), so the two latencies overlap
             r = _norm_rsqrt(x_ptr, m, K, eps, NORM)

@@ -16,7 +16,8 @@ after its wait, and anything older at any time. Kernels launched without PDL (in
 start after ours complete, as always. (Inductor can give its own kernels PDL, triton.enable_pdl; on
 the H200 that changed no decode rate: ninth session, docs/performance.md.)
 
-Which kernels launch with it: KERNELS, by name. LLAMA_PDL=0 in the environment turns it off; `only()`
+Which kernels launch with it: KERNELS, by name; by default none (DEFAULT says why). LLAMA_PDL in the
+environment names them (`LLAMA_PDL=int4,decode_step`, `all`, or `0`); `only()`
 or `serial()` around a CUDA-graph capture changes it for that graph (benchmarks/decode_roofline.py's
 ours-serial and ours-pdl-* paths measure the choices in one process).
 """
@@ -36,14 +37,34 @@ except ImportError:
 # The GEMV kernels by weight kind (llama.kernels.gemv's config keys) and the fused decode step.
 GEMV_KINDS = ("bfloat16", "int8", "float8_e4m3fn", "int4")
 ALL = frozenset(GEMV_KINDS + ("decode_step",))
-# Those launched with PDL unless told otherwise. Decode tok/s on an H200, Llama-3.1-8B, one process
-# (ninth session, call C; docs/performance.md), PDL for none / the GEMVs / the decode step / both:
-# int4wo-128 383.1 / 392.1 / 381.4 / 406.7 (the step's early release lets wo's GEMV load its
-# weights while attention runs on 8 programs); int8wo 366.2 / 355.0 / 365.6 / 357.9. float8wo and
-# bf16 with both: 323.2 and 224.0 against 374.1 and 240.3 serial (level with serial in call B:
-# 380.5 / 376.1, 239.8 / 242.0). So the int4 GEMVs and the step only.
-DEFAULT = frozenset({"int4", "decode_step"})
-KERNELS = set(DEFAULT) if os.environ.get("LLAMA_PDL", "1") != "0" else set()
+# Those launched with PDL unless told otherwise: none. Decode tok/s on an H200, Llama-3.1-8B (tenth
+# session, docs/performance.md), with the int4 v2 loop rewritten for Triton 3.6 and its entry
+# without PREFETCH. Call C, one process, two rounds, PDL for none / the GEMVs / the decode step /
+# both: int4wo-128 457.2 and 467.0 / 442.0 and 444.8 / 462.1 and 458.5 / 449.1 and 460.0. Call B:
+# none beat both at 8 of 10 int4 launch shapes. Call E, bf16: none 245.2 and 249.0, step 245.0 and
+# 247.4, GEMVs 240.1, both 239.6. (With the old loop, ninth session, both had won for int4: 406.7
+# against 383.1; likely through the GEMVs' prefetch, issued before the wait, which the entry no
+# longer has.) int8wo and float8wo were as fast or faster without it in the ninth session: int8wo
+# 366.2 none / 355.0 GEMVs, float8wo 374.1 none / 323.2 both.
+DEFAULT = frozenset()
+
+
+def _from_environment(value: str | None) -> set:
+    """LLAMA_PDL: unset, DEFAULT; "0", none; "all", ALL; else kernel names, comma-separated."""
+    if value is None:
+        return set(DEFAULT)
+    if value.strip() in ("0", ""):
+        return set()
+    if value.strip() == "all":
+        return set(ALL)
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    if names - ALL:
+        raise ValueError(f"LLAMA_PDL={value!r} names unknown kernels {sorted(names - ALL)}; "
+                         f"give 0, all, or some of: {', '.join(sorted(ALL))}")
+    return names
+
+
+KERNELS = _from_environment(os.environ.get("LLAMA_PDL"))
 
 
 def launch_args(t: torch.Tensor, kernel: str) -> dict:
