@@ -577,7 +577,8 @@ if triton is not None:
         # The words are loaded as (rows, words) and then reshaped: loaded 3-D, Triton 3.6 spread a
         # warp's threads over rows before groups (3.9 the other way round: it breaks the tie in the
         # two axes' contiguity the other way), each thread then had 2 rows, not 8, to share its x
-        # values with, and the loop took 8.9 instructions per weight byte where it now takes 6.4.
+        # values with, and the loop took 8.9 instructions per weight byte where it now takes 6.4 (both
+        # at (32, 512, 2) with PREFETCH).
         flat = tl.arange(0, rg.shape[0] * WORDS)
         w_ok, g_ok = None, None
         if MASKED:
@@ -624,8 +625,9 @@ if triton is not None:
         # 2**32 or |scale| >= 2**75; |x q| < 2**-73 would lose relative precision (not activations).
         # A thread's 4 adjacent words of a group (one 16-byte load) go into one chain of 32 FMAs per
         # row, then one FMA with the scale: a chain per word took 24 more instructions and 84 more
-        # registers a tile. Compiled for sm_90 at (32, 512, 2) by Triton 3.6 (the H200's): 6.4
-        # instructions per weight byte per thread in the loop, 158 registers (gemv_sass.py).
+        # registers a tile. Compiled for sm_90 by Triton 3.6 (the H200's) at the entry, (32, 512, 2)
+        # without PREFETCH: 5.9 instructions per weight byte per thread in the loop, 122 registers;
+        # with PREFETCH 6.4 and 158 (gemv_sass.py).
         # NORM: as the word kernel's.
         WORDS: tl.constexpr = GROUP // 8
         GROUPS: tl.constexpr = BLOCK_K // GROUP
