@@ -12,11 +12,21 @@ In ONE process, on one seeded random model (built on the device, no checkpoint),
          all blocks, head, greedy argmax, position update -- captured in one CUDA graph and replayed
          per token, with no host work between tokens (--compile none: the same graph, nothing
          compiled); KV cache --ours_kv_cache, by default `prefix` (our Triton attention, which reads
-         only the filled prefix and builds no mask).
+         only the filled prefix and builds no mask). bf16's ours compiles the model's forward as one
+         graph instead of block by block (WHOLE_FORWARD).
   ours-serial  ours with every kernel launched without programmatic dependent launch (PDL,
          llama/kernels/pdl.py): each kernel starts only when the one before has finished.
   ours-pdl-gemv, ours-pdl-step, ours-pdl-all  ours with PDL for the GEMV kernels only, the fused
-         decode step only, or both (ours itself: pdl.KERNELS, by default pdl.DEFAULT: none).
+         decode step only, or both (ours itself: pdl.KERNELS, by default pdl.DEFAULT: the bf16 GEMVs).
+  OURS+VARIANT[+VARIANT]  an ours path above changed by each VARIANT (OURS_VARIANTS): whole (the
+         model's forward compiled as one graph, not block by block; bf16's ours does so already:
+         WHOLE_FORWARD), blocks (block by block, also for bf16), norms (every RMSNorm in the GEMV
+         after it, where gemv.FUSE_NORMS_BY_DEFAULT leaves the scheme's apart), apart (the norms
+         apart), prefetch (every GEMV_CONFIGS entry with its prefetch on: each GEMV program issues
+         its first weight tile before PDL's wait), ipdl (inductor's kernels launched with PDL too,
+         triton.enable_pdl, so a GEMV after one of them may start while it runs), notune (inductor's
+         own kernels not tuned by timing: coordinate_descent_tuning off, so every process compiles
+         the same ones)
 Both compile under torchao's recommended inductor settings (llama.generate.INDUCTOR_CONFIG) and
 decode greedily from the same 6-token prompt; each measurement is repeated (--repeats) and the
 spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.
@@ -37,7 +47,7 @@ import os
 import statistics
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -64,10 +74,64 @@ TECHNIQUE_PATHS = {
 }
 
 
+# Techniques whose ours path compiles the model's forward as one graph rather than block by block
+# (GraphedDecode's whole_step; 5.9-34.5 s of warm-up instead of 1.8-31.6 s). bf16, with its GEMVs' prefetch
+# and PDL (gemv.GEMV_CONFIGS, pdl.DEFAULT), on an H200 in one process each (eleventh session, calls
+# C-E, docs/performance.md): 246.1/248.7 against 244.2/244.5 tok/s for the blocks apart without
+# them; 247.4/248.2/245.3 against 237.0/237.4/237.5; 245.7/246.1/246.8 against 236.9/237.5/243.0.
+# Either change alone was level: the whole forward 243.0/245.0 against 243.4/243.9 (call B); the
+# GEMVs' prefetch and PDL with the blocks apart 235.7/240.8/233.5 (call E). The quantized techniques
+# keep their blocks apart: whole was level for int4wo-128 (474.6/476.6 against 463.8/463.6 in B,
+# 473.4/471.3 against 475.4/475.3 in D) and mixed for int8wo and float8wo (B: 326.0 and 372.5
+# against 373.8 and 372.8; 367.1 and 377.9 against 384.5 and 374.7).
+WHOLE_FORWARD = {"bf16"}
+
 # The PDL kernels (llama/kernels/pdl.py) each ours-* path launches with it; ours: pdl.KERNELS as set.
 PDL_PATHS = {"ours-serial": (), "ours-pdl-gemv": pdl.GEMV_KINDS, "ours-pdl-step": ("decode_step",),
              "ours-pdl-all": pdl.ALL}
 PATHS = ("plain", "ours", *PDL_PATHS)
+OURS_VARIANTS = ("whole", "blocks", "norms", "apart", "prefetch", "ipdl", "notune")
+
+
+def parse_path(path: str) -> tuple[str, set]:
+    """(base path, its OURS_VARIANTS) of PATH[+VARIANT...]; ValueError for an unknown path."""
+    base, *variants = path.split("+")
+    if base not in PATHS or (variants and base == "plain") or set(variants) - set(OURS_VARIANTS):
+        raise ValueError(f"unknown path {path!r}: one of {', '.join(PATHS)}, an ours one optionally "
+                         f"+VARIANT[+VARIANT...] with VARIANT in {', '.join(OURS_VARIANTS)}")
+    for pair in ({"whole", "blocks"}, {"norms", "apart"}):
+        if pair <= set(variants):
+            raise ValueError(f"path {path!r} asks for both {' and '.join(sorted(pair))}")
+    return base, set(variants)
+
+
+@contextmanager
+def gemv_prefetch_on():
+    """Every GEMV_CONFIGS entry with its prefetch field on, inside this block."""
+    before = dict(gemv.GEMV_CONFIGS)
+    for kind in before:
+        c = gemv.gemv_config(kind, None)
+        gemv.GEMV_CONFIGS[kind] = ((c.block_n, c.block_k, c.num_warps, c.kernel, 1, c.split) if kind == "int4"
+                                   else (c.block_n, c.block_k, c.num_warps, 1, c.kernel, c.split))
+    try:
+        yield
+    finally:
+        gemv.GEMV_CONFIGS.update(before)
+
+
+def path_context(path: str) -> ExitStack:
+    """The PDL and GEMV-entry settings a path runs under."""
+    base, variants = parse_path(path)
+    stack = ExitStack()
+    if base in PDL_PATHS:
+        stack.enter_context(pdl.only(PDL_PATHS[base]))
+    if "prefetch" in variants:
+        stack.enter_context(gemv_prefetch_on())
+    if "ipdl" in variants:
+        stack.enter_context(torch._inductor.config.patch({"triton.enable_pdl": True}))
+    if "notune" in variants:  # inside INDUCTOR_CONFIG's patch (main), so this one wins
+        stack.enter_context(torch._inductor.config.patch({"coordinate_descent_tuning": False}))
+    return stack
 
 
 def technique_paths(args) -> dict:
@@ -161,7 +225,10 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
             return dict(row, status=f"unsupported: {e}")
     elif scheme is not None:
         tied = model.output.weight is model.tok_embeddings.weight
-        gemv.quantize_linears(model, scheme, group or 128, filter_fn=lambda m, fqn: not (tied and fqn == "output"))
+        variants = parse_path(path)[1]
+        fuse_norms = True if "norms" in variants else (False if "apart" in variants else None)
+        gemv.quantize_linears(model, scheme, group or 128, filter_fn=lambda m, fqn: not (tied and fqn == "output"),
+                              fuse_norms=fuse_norms)
     row["linears"] = f"torchao {spec}" if path == "plain" else (f"gemv {scheme}" if scheme else "nn.Linear")
     sync(device)
     row["quantize_s"] = time.perf_counter() - t0
@@ -170,11 +237,18 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
         row["logits_rel_err"] = rel_err(model(eval_tokens), base_logits)
     cache_size = -(-(prompt.shape[1] + args.new_tokens) // 16) * 16
     row["kv_cache"] = "model" if path == "plain" else args.ours_kv_cache
+    if path != "plain":
+        row["gemv_configs"], row["pdl_kernels"] = dict(gemv.GEMV_CONFIGS), sorted(pdl.KERNELS)
+        variants = parse_path(path)[1]
+        whole = "whole" in variants or (technique in WHOLE_FORWARD and "blocks" not in variants)
+        # How ours compiles: the forward as one graph, block by block, or not at all.
+        row["forward"] = "none" if args.compile == "none" else ("whole" if whole else "blocks")
     model.setup_caches(1, cache_size, kv_cache=row["kv_cache"])
     kv_bytes = sum(layer.attention.kv_cache.bytes_read_per_step(cache_size) for layer in model.layers)
     row["bytes_per_token"] = row["weight_bytes"] + kv_bytes
     decoder = (PlainDecode(model, args.compile) if path == "plain"
-               else GraphedDecode(model, 0, None, compiled=args.compile != "none"))  # temperature 0: argmax
+               else GraphedDecode(model, 0, None, compiled=args.compile != "none",  # temperature 0: argmax
+                                  whole_step=row["forward"] == "whole"))
     with torch.no_grad():
         t0 = time.perf_counter()
         ref_tokens, _ = generate(model, decoder, prompt, args.new_tokens, device)
@@ -258,8 +332,13 @@ def main(argv=None):
             p.error(f"--gemv_configs {e}")
     runs = ([tuple(r.split(":")) for r in args.runs.split(",")] if args.runs else
             [(t, path) for t in args.techniques.split(",") for path in args.paths.split(",")])
-    if any(len(r) != 2 or r[1] not in PATHS for r in runs):
-        p.error(f"--runs wants TECHNIQUE:PATH items with PATH one of {', '.join(PATHS)}, got {args.runs!r}")
+    for r in runs:
+        try:
+            if len(r) != 2:
+                raise ValueError("want TECHNIQUE:PATH")
+            parse_path(r[1])
+        except ValueError as e:
+            p.error(f"--runs item {':'.join(r)!r}: {e}")
     unknown = [t for t, _ in runs if t not in TECHNIQUE_PATHS]
     if unknown:
         p.error(f"unknown technique(s) {unknown}; known: {', '.join(TECHNIQUE_PATHS)}")
@@ -286,8 +365,7 @@ def main(argv=None):
         # Both paths compile under torchao's recommended inductor settings, as llama.generate does.
         # Without them torchao's int8wo decoded at 15.7 tok/s on an H200 (its dequantized weight
         # is materialized every step), a baseline no one would choose.
-        with (torch._inductor.config.patch(INDUCTOR_CONFIG),
-              pdl.only(PDL_PATHS[path]) if path in PDL_PATHS else nullcontext()):
+        with torch._inductor.config.patch(INDUCTOR_CONFIG), path_context(path):
             row = run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw)
         if row is None:
             continue

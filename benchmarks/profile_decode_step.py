@@ -87,7 +87,7 @@ def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.de
         if args.scheme != "linear":
             gemv.quantize_linears(model, args.scheme, args.group)
         model.setup_caches(1, args.cache_size, kv_cache=kv_cache)
-    sample_fn = compile_step(model) if compiled else sample  # as GraphedDecode compiles the step
+    sample_fn = compile_step(model, args.forward == "whole") if compiled else sample  # as GraphedDecode does
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     token = torch.zeros(1, 1, dtype=torch.long, device=device)
@@ -110,7 +110,8 @@ def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.de
     kernel_us = (lambda e: e.device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
     events = sorted(prof.key_averages(), key=lambda e: -kernel_us(e))
     total_ms = sum(map(kernel_us, events)) / args.steps / 1e3
-    print(f"\n== weights {args.scheme}, cache {kv_cache} pos {pos} {'compiled' if compiled else 'eager'}: "
+    print(f"\n== weights {args.scheme}, cache {kv_cache} pos {pos} "
+          f"{f'compiled ({args.forward})' if compiled else 'eager'}: "
           f"wall {wall_ms:.3f} ms/step{graphed}, {'GPU kernels' if cuda else 'CPU ops'} {total_ms:.3f} ms/step "
           f"({args.layers} layers)")
     for e in events[:args.top]:
@@ -133,6 +134,9 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--top", type=int, default=10, help="kernels listed per case")
     p.add_argument("--device", default="cuda")
+    p.add_argument("--forward", choices=("blocks", "whole"), default="blocks",
+                   help="compiled case: each block compiled (--compile block), or the forward as one graph "
+                        "(GraphedDecode's whole_step, decode_roofline.py's bf16 ours)")
     p.add_argument("--gemv_configs", help="JSON of GEMV_CONFIGS entries to use (gemv_sweep.py writes OUT/gemv_configs.json)")
     args = p.parse_args(argv)
     if args.gemv_configs:

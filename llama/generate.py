@@ -135,10 +135,14 @@ def compile_blocks(model: Transformer) -> None:
     model.norm.compile()
 
 
-def compile_step(model: Transformer) -> Callable:
-    """--compile block's compiling: the blocks (compile_blocks) and the sampling; returns the
-    compiled sample function for decode_one_token."""
-    compile_blocks(model)
+def compile_step(model: Transformer, whole: bool = False) -> Callable:
+    """--compile block's compiling: the blocks (compile_blocks), or with `whole` the model's forward
+    as one graph (kernels may then fuse across blocks; longer warm-up), and the sampling; returns
+    the compiled sample function for decode_one_token."""
+    if whole:
+        model.compile()
+    else:
+        compile_blocks(model)
     # Eager, greedy sampling is one single-block ATen argmax over the whole vocabulary (29-36 us per
     # token at 128256 entries on an H200); inductor splits the reduction (a few us).
     # dynamic=False: the logits' shape, temperature and top_k are fixed for the decoder's life.
@@ -154,9 +158,10 @@ class GraphedDecode:
     a Python loop. Build it after model.setup_caches(); compiled=False (--compile graph) keeps the
     blocks and the sampling eager and the one graph per step."""
 
-    def __init__(self, model: Transformer, temperature: float, top_k: Optional[int], compiled: bool = True):
+    def __init__(self, model: Transformer, temperature: float, top_k: Optional[int], compiled: bool = True,
+                 whole_step: bool = False):
         self.model, self.temperature, self.top_k, self.graph = model, temperature, top_k, None
-        self.sample = compile_step(model) if compiled else sample
+        self.sample = compile_step(model, whole_step) if compiled else sample
         device = model.tok_embeddings.weight.device
         self.token = torch.zeros(model.max_batch_size, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)

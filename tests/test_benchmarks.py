@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from llama.kernels import gemv
 
@@ -32,6 +33,54 @@ def test_decode_roofline_smoke_both_bf16_paths(tmp_path):
     (gemv_row,) = [json.loads(line) for line in open(tmp_path / "gemv" / "decode_roofline.jsonl")]
     assert gemv_row["linears"] == "gemv none" and gemv_row["status"] == "ok"
     assert gemv_row["logits_rel_err"] < 1e-2 and gemv_row["tokens_repeat"]
+
+
+def test_decode_roofline_path_variants(tmp_path):
+    # ours+VARIANT paths: each variant changes only its setting, for that row only, and the row says
+    # what it ran with; unknown or contradictory variants are usage errors.
+    import decode_roofline as dr
+    from llama.kernels import pdl
+    assert dr.parse_path("ours") == ("ours", set())
+    assert dr.parse_path("ours-pdl-gemv+prefetch+whole") == ("ours-pdl-gemv", {"prefetch", "whole"})
+    for bad in ("plain+whole", "ours+fast", "theirs", "ours+whole+blocks", "ours+norms+apart"):
+        with pytest.raises(ValueError):
+            dr.parse_path(bad)
+        with pytest.raises(SystemExit):
+            dr.main(["--device", "cpu", "--model", "tiny", "--runs", f"bf16:{bad}"])
+    before, kernels = dict(gemv.GEMV_CONFIGS), set(pdl.KERNELS)
+    with torch._inductor.config.patch(dr.INDUCTOR_CONFIG), dr.path_context("ours-pdl-gemv+prefetch+ipdl+notune"):
+        assert all(gemv.gemv_config(kind, None).prefetch == 1 for kind in gemv.GEMV_CONFIGS)
+        assert set(pdl.KERNELS) == set(pdl.GEMV_KINDS) and torch._inductor.config.triton.enable_pdl
+        assert not torch._inductor.config.coordinate_descent_tuning
+        assert gemv.gemv_config("int4", None).kernel == gemv.gemv_config("int4", before["int4"]).kernel
+    assert gemv.GEMV_CONFIGS == before and set(pdl.KERNELS) == kernels
+    assert not torch._inductor.config.triton.enable_pdl
+    dr.main(["--device", "cpu", "--model", "tiny", "--compile", "none", "--new-tokens", "4", "--repeats", "1",
+             "--runs", "bf16:ours+prefetch+apart,int8wo:ours,bf16:plain", "--out", str(tmp_path)])
+    rows = [json.loads(line) for line in open(tmp_path / "decode_roofline.jsonl")]
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert rows[0]["gemv_configs"]["bfloat16"][3] == 1 and rows[0]["forward"] == "none"
+    assert rows[1]["gemv_configs"] == {k: list(v) for k, v in before.items()} and rows[1]["pdl_kernels"] == sorted(kernels)
+    assert "gemv_configs" not in rows[2]
+
+
+def test_bf16_ours_compiles_the_forward_whole(tmp_path, monkeypatch):
+    # bf16's ours path (WHOLE_FORWARD) hands GraphedDecode whole_step=True, +blocks takes it back;
+    # the quantized techniques keep their blocks apart unless +whole.
+    import decode_roofline as dr
+    seen = []
+
+    class Recorder(dr.GraphedDecode):
+        def __init__(self, model, temperature, top_k, compiled=True, whole_step=False):
+            seen.append(whole_step)
+            super().__init__(model, temperature, top_k, compiled=False)
+
+    monkeypatch.setattr(dr, "GraphedDecode", Recorder)
+    dr.main(["--device", "cpu", "--model", "tiny", "--new-tokens", "4", "--repeats", "1", "--out", str(tmp_path),
+             "--runs", "bf16:ours,bf16:ours+blocks,int8wo:ours,int8wo:ours+whole"])
+    assert seen == [True, False, False, True]
+    rows = [json.loads(line) for line in open(tmp_path / "decode_roofline.jsonl")]
+    assert [r["forward"] for r in rows] == ["whole", "blocks", "blocks", "whole"]
 
 
 @needs_triton
@@ -112,6 +161,27 @@ def test_gemv_configs_file_applies(tmp_path, monkeypatch):
         assert gemv.apply_configs(str(path))["int8"] == (4, 1024, 2, 0, 2, 1) == gemv.GEMV_CONFIGS["int8"]
         assert not torch._inductor.config.fx_graph_cache and not torch._functorch.config.enable_autograd_cache
     assert (torch._inductor.config.fx_graph_cache, torch._functorch.config.enable_autograd_cache) == before
+
+
+def test_profile_smoke_compiles_the_forward_whole(capsys, monkeypatch):
+    # --forward whole profiles the step as bf16's ours decodes it (compile_step(whole=True)): one
+    # compiled graph for the forward, the blocks left uncompiled; on CPU, torch ops stand for kernels.
+    import profile_decode_step
+    models = []
+
+    def compile_step(model, whole=False):
+        models.append(model)
+        return generate_compile_step(model, whole)
+
+    generate_compile_step = profile_decode_step.compile_step
+    monkeypatch.setattr(profile_decode_step, "compile_step", compile_step)
+    profile_decode_step.main(["--device", "cpu", "--model", "tiny", "--layers", "2", "--scheme", "none",
+                              "--kv_caches", "model", "--positions", "8", "--cache_size", "16", "--steps", "1",
+                              "--forward", "whole"])
+    out = capsys.readouterr().out
+    assert "pos 8 eager:" in out and "pos 8 compiled (whole):" in out
+    (model,) = models
+    assert model._compiled_call_impl is not None and not any(layer._compiled_call_impl for layer in model.layers)
 
 
 def test_profile_splits_gemv_time_by_linear():

@@ -132,45 +132,47 @@ def test_compile_flag_takes_a_mode(capsys):
         generate.Settings(compile=True)
 
 
-def test_block_decode_compiles_one_block_and_matches_eager_greedy():
-    # float32: in bf16 any compiled decode (full as much as block) can flip a near-tie against eager.
+def graphed_and_eager_greedy(prompt_lengths, kv_cache="model", **graphed_kwargs):
+    """Greedy tokens of a tiny model for prompts of these lengths: GraphedDecode(**graphed_kwargs)'s and
+    the eager decode loop's, and how many graphs dynamo compiled for the GraphedDecode."""
     torch.manual_seed(0)
     model = Transformer(ARCHITECTURES["tiny"]).eval()
-    model.setup_caches(1, 64)
+    model.setup_caches(1, 64, kv_cache=kv_cache)
     settings = generate.Settings(max_new_tokens=8, temperature=0)
     eager = partial(generate.decode_loop, model, generate.decode_one_token, 0, None)
-    prompts = [torch.randint(0, 1024, (1, n)) for n in (5, 9)]
+    prompts = [torch.randint(0, 1024, (1, n)) for n in prompt_lengths]
     no_sync = lambda: None  # noqa: E731
     with torch.no_grad():
         want = [generate.generate_once(model, p, settings, generate.eager_prefill, eager, no_sync)[0] for p in prompts]
         torch._dynamo.reset()
         graphs = counters["stats"]["unique_graphs"]
-        block = generate.GraphedDecode(model, 0, None)
-        got = [generate.generate_once(model, p, settings, generate.eager_prefill, block.decode, no_sync)[0]
+        graphed = generate.GraphedDecode(model, 0, None, **graphed_kwargs)
+        got = [generate.generate_once(model, p, settings, generate.eager_prefill, graphed.decode, no_sync)[0]
                for p in prompts]
     assert all(torch.equal(g, w) for g, w in zip(got, want)), (got, want)
+    return model, counters["stats"]["unique_graphs"] - graphs
+
+
+def test_block_decode_compiles_one_block_and_matches_eager_greedy():
+    # float32: in bf16 any compiled decode (full as much as block) can flip a near-tie against eager.
+    _, compiled = graphed_and_eager_greedy((5, 9))
     # One compiled block serves all 4 layers, plus the norm and the sampling; prefill (a new shape per
     # prompt) compiles nothing.
-    assert counters["stats"]["unique_graphs"] - graphs == 3
+    assert compiled == 3
+
+
+def test_whole_step_decode_compiles_the_forward_once_and_matches_eager_greedy():
+    # GraphedDecode(whole_step=True), bf16's ours path in benchmarks/decode_roofline.py: the model's
+    # forward as ONE compiled graph (kernels may fuse across blocks), not a block reused per layer.
+    model, compiled = graphed_and_eager_greedy((6,), whole_step=True)
+    assert compiled == 2  # the forward and the sampling
+    assert not any(getattr(layer, "_compiled_call_impl", None) for layer in model.layers)
 
 
 def test_graph_decode_compiles_nothing_and_matches_eager_greedy(tmp_path, tiny_checkpoint):
     # --compile graph: GraphedDecode with eager blocks. Same tokens as the eager loop, no graph compiled.
-    torch.manual_seed(0)
-    model = Transformer(ARCHITECTURES["tiny"]).eval()
-    model.setup_caches(1, 64, kv_cache="int8-fused")
-    settings = generate.Settings(max_new_tokens=8, temperature=0)
-    eager = partial(generate.decode_loop, model, generate.decode_one_token, 0, None)
-    prompt = torch.randint(0, 1024, (1, 7))
-    no_sync = lambda: None  # noqa: E731
-    with torch.no_grad():
-        want = generate.generate_once(model, prompt, settings, generate.eager_prefill, eager, no_sync)[0]
-        torch._dynamo.reset()
-        graphs = counters["stats"]["unique_graphs"]
-        graphed = generate.GraphedDecode(model, 0, None, compiled=False)
-        got = generate.generate_once(model, prompt, settings, generate.eager_prefill, graphed.decode, no_sync)[0]
-    assert torch.equal(got, want), (got, want)
-    assert counters["stats"]["unique_graphs"] == graphs
+    _, compiled = graphed_and_eager_greedy((7,), kv_cache="int8-fused", compiled=False)
+    assert compiled == 0
     code, r = run(tmp_path, tiny_checkpoint, "--compile", "graph", *FAST)
     assert code == 0 and r["status"] == "ok" and r["compile"] == "graph"
 

@@ -29,7 +29,7 @@ partial sums, then added up with one torch sum (fused into the next kernel under
 deterministic, no atomics).
 
 On sm_90+ the kernels can be launched with programmatic dependent launch (llama/kernels/pdl.py): by
-default the int4 ones, whose next kernel then starts loading its weights while they finish.
+default the bf16 ones, which then load their first weight tile while the kernel before finishes.
 """
 from __future__ import annotations
 
@@ -208,7 +208,10 @@ def normed_input(x: Tensor, norm_weight: Tensor, eps: float) -> Tensor:
 # Trying another entry: edit it here or pass it as --gemv_configs (apply_configs). The modules pass
 # their entry into the op, so it is part of the compiled graph and of inductor's cache key (read
 # inside the op, a graph compiled with an old entry was reused: sixth H200 session).
-GEMV_CONFIGS = {"bfloat16": (8, 512, 2, 0, 2, 1), "int8": (8, 512, 2, 0, 2, 1), "float8_e4m3fn": (8, 512, 2, 0, 2, 1),
+# bf16 took its prefetch back with PDL for its GEMVs (pdl.DEFAULT) and the forward compiled whole
+# (benchmarks/decode_roofline.py's WHOLE_FORWARD): the three together decoded 0.8-4.6% faster than
+# without them in eight pairs on an H200 (eleventh session, calls C-E), each alone level.
+GEMV_CONFIGS = {"bfloat16": (8, 512, 2, 1, 2, 1), "int8": (8, 512, 2, 0, 2, 1), "float8_e4m3fn": (8, 512, 2, 0, 2, 1),
                 "int4": (32, 512, 2, 2, 0, 1)}
 MIN_PROGRAMS = 1024
 # The weights kernel 2 (_words_gemv_kernel) reads: its WEIGHT, and inputs per int32 word.

@@ -16,8 +16,8 @@ after its wait, and anything older at any time. Kernels launched without PDL (in
 start after ours complete, as always. (Inductor can give its own kernels PDL, triton.enable_pdl; on
 the H200 that changed no decode rate: ninth session, docs/performance.md.)
 
-Which kernels launch with it: KERNELS, by name; by default none (DEFAULT says why). LLAMA_PDL in the
-environment names them (`LLAMA_PDL=int4,decode_step`, `all`, or `0`); `only()`
+Which kernels launch with it: KERNELS, by name; by default the bf16 GEMVs (DEFAULT says why).
+LLAMA_PDL in the environment names them (`LLAMA_PDL=int4,decode_step`, `all`, or `0`); `only()`
 or `serial()` around a CUDA-graph capture changes it for that graph (benchmarks/decode_roofline.py's
 ours-serial and ours-pdl-* paths measure the choices in one process).
 """
@@ -37,7 +37,13 @@ except ImportError:
 # The GEMV kernels by weight kind (llama.kernels.gemv's config keys) and the fused decode step.
 GEMV_KINDS = ("bfloat16", "int8", "float8_e4m3fn", "int4")
 ALL = frozenset(GEMV_KINDS + ("decode_step",))
-# Those launched with PDL unless told otherwise: none. Decode tok/s on an H200, Llama-3.1-8B (tenth
+# Those launched with PDL unless told otherwise: the bf16 GEMVs only, which issue their first weight
+# tile before the wait (their GEMV_CONFIGS entry's prefetch). With the forward compiled whole, as
+# benchmarks/decode_roofline.py's bf16 ours path does, bf16 decoded 0.8-4.6% faster with both than
+# with neither in eight pairs on an H200 (eleventh session, calls C-E, docs/performance.md); with
+# the blocks compiled apart they were level (call E: 235.7, 240.8, 233.5 against 236.9, 237.5,
+# 243.0 tok/s). bf16 GEMVs run in that benchmark only (no registered technique keeps bf16 weights
+# on our kernel). For the rest, none. Decode tok/s on an H200, Llama-3.1-8B (tenth
 # session, docs/performance.md), with the int4 v2 loop rewritten for Triton 3.6 and its entry
 # without PREFETCH. Call C, one process, two rounds, PDL for none / the GEMVs / the decode step /
 # both: int4wo-128 457.2 and 467.0 / 442.0 and 444.8 / 462.1 and 458.5 / 449.1 and 460.0. Call B:
@@ -46,7 +52,7 @@ ALL = frozenset(GEMV_KINDS + ("decode_step",))
 # against 383.1; likely through the GEMVs' prefetch, issued before the wait, which the entry no
 # longer has.) int8wo and float8wo were as fast or faster without it in the ninth session: int8wo
 # 366.2 none / 355.0 GEMVs, float8wo 374.1 none / 323.2 both.
-DEFAULT = frozenset()
+DEFAULT = frozenset({"bfloat16"})
 
 
 def _from_environment(value: str | None) -> set:
