@@ -110,9 +110,7 @@ def gemv_prefetch_on():
     """Every GEMV_CONFIGS entry with its prefetch field on, inside this block."""
     before = dict(gemv.GEMV_CONFIGS)
     for kind in before:
-        c = gemv.gemv_config(kind, None)
-        gemv.GEMV_CONFIGS[kind] = ((c.block_n, c.block_k, c.num_warps, c.kernel, 1, c.split) if kind == "int4"
-                                   else (c.block_n, c.block_k, c.num_warps, 1, c.kernel, c.split))
+        gemv.GEMV_CONFIGS[kind] = gemv.config_entry(kind, gemv.gemv_config(kind)._replace(prefetch=1))
     try:
         yield
     finally:
@@ -205,6 +203,7 @@ def generate(model, decoder, prompt, new_tokens, device):
 
 def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logits, copy_bw):
     spec, scheme, group = technique_paths(args)[technique]
+    variants = parse_path(path)[1]
     row = {"technique": technique, "path": path}
     if path != "plain" and scheme == NO_OURS:
         return None
@@ -225,7 +224,6 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
             return dict(row, status=f"unsupported: {e}")
     elif scheme is not None:
         tied = model.output.weight is model.tok_embeddings.weight
-        variants = parse_path(path)[1]
         fuse_norms = True if "norms" in variants else (False if "apart" in variants else None)
         gemv.quantize_linears(model, scheme, group or 128, filter_fn=lambda m, fqn: not (tied and fqn == "output"),
                               fuse_norms=fuse_norms)
@@ -239,7 +237,6 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     row["kv_cache"] = "model" if path == "plain" else args.ours_kv_cache
     if path != "plain":
         row["gemv_configs"], row["pdl_kernels"] = dict(gemv.GEMV_CONFIGS), sorted(pdl.KERNELS)
-        variants = parse_path(path)[1]
         whole = "whole" in variants or (technique in WHOLE_FORWARD and "blocks" not in variants)
         # How ours compiles: the forward as one graph, block by block, or not at all.
         row["forward"] = "none" if args.compile == "none" else ("whole" if whole else "blocks")

@@ -41,8 +41,9 @@ INT4_V2 = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*bf16", "zero_ptr": 
 
 
 def compile_sm90(fn, signature: dict, constexprs: dict, num_warps: int):
-    # Pointers and sizes divisible by 16, as the launches on real shapes specialize them; PDL as the
-    # kernels are launched by default (llama/kernels/pdl.py: off; on, it adds instructions only before the loop).
+    # Pointers and sizes divisible by 16, as the launches on real shapes specialize them; PDL off (by
+    # default only the bf16 GEMVs launch with it, llama/kernels/pdl.py; it adds instructions only
+    # before the loop, so the loop counts are the same either way).
     constexprs = {"PDL": False, **constexprs}
     divisible = [(i,) for i, (name, ty) in enumerate(signature.items()) if ty.startswith("*") or name in ("K", "words_per_row")]
     sig = dict(signature, **{name: "constexpr" for name in constexprs})

@@ -423,6 +423,11 @@ def test_gemv_config_fills_left_out_fields(monkeypatch):
     assert gemv.gemv_config("int4") == (32, 512, 2, 2, 1, 1)
     assert gemv.gemv_config("int8", [8, 256, 4]) == gemv.GemvConfig(8, 256, 4, kernel=1, prefetch=0, split=0)
     assert gemv.gemv_config("int8", [8, 256, 4, 1, 2, 1]) == gemv.GemvConfig(8, 256, 4, kernel=2, prefetch=1, split=1)
+    # config_entry writes a GemvConfig back in the kind's order: the entry it gives reads as it.
+    assert gemv.config_entry("int4", gemv.GemvConfig(8, 256, 4, kernel=2, prefetch=1, split=0)) == (8, 256, 4, 2, 1, 0)
+    assert gemv.config_entry("int8", gemv.GemvConfig(8, 256, 4, kernel=2, prefetch=1, split=0)) == (8, 256, 4, 1, 2, 0)
+    for kind in gemv.GEMV_CONFIGS:
+        assert gemv.gemv_config(kind, gemv.config_entry(kind, gemv.gemv_config(kind))) == gemv.gemv_config(kind)
 
 
 

@@ -254,6 +254,12 @@ def gemv_config(kind: str, config=None) -> GemvConfig:
     return GemvConfig(*fields[:3], kernel, int(bool(prefetch)), int(bool(split)))
 
 
+def config_entry(kind: str, c: GemvConfig) -> tuple[int, ...]:
+    """gemv_config's inverse: `c` as a GEMV_CONFIGS entry of `kind`, every field in that kind's order."""
+    order = (c.kernel, c.prefetch) if kind == "int4" else (c.prefetch, c.kernel)
+    return (c.block_n, c.block_k, c.num_warps, *order, c.split)
+
+
 def apply_configs(path: str) -> dict:
     """Replace GEMV_CONFIGS entries with those of a JSON object {kind: config} (gemv_sweep.py writes
     OUT/gemv_configs.json), and turn off inductor's on-disk graph caches for this process; returns
