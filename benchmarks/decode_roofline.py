@@ -17,16 +17,18 @@ In ONE process, on one seeded random model (built on the device, no checkpoint),
   ours-serial  ours with every kernel launched without programmatic dependent launch (PDL,
          llama/kernels/pdl.py): each kernel starts only when the one before has finished.
   ours-pdl-gemv, ours-pdl-step, ours-pdl-all  ours with PDL for the GEMV kernels only, the fused
-         decode step only, or both (ours itself: pdl.KERNELS, by default pdl.DEFAULT: the bf16 GEMVs).
+         decode step only, or both (ours itself: pdl.KERNELS, by default pdl.DEFAULT: the bf16 GEMVs and
+         the decode step).
   OURS+VARIANT[+VARIANT]  an ours path above changed by each VARIANT (OURS_VARIANTS): whole (the
          model's forward compiled as one graph, not block by block; bf16's ours does so already:
          WHOLE_FORWARD), blocks (block by block, also for bf16), norms (every RMSNorm in the GEMV
          after it, where gemv.FUSE_NORMS_BY_DEFAULT leaves the scheme's apart), apart (the norms
          apart), prefetch (every GEMV_CONFIGS entry with its prefetch on: each GEMV program issues
          its first weight tile before PDL's wait), ipdl (inductor's kernels launched with PDL too,
-         triton.enable_pdl, so a GEMV after one of them may start while it runs), notune (inductor's
-         own kernels not tuned by timing: coordinate_descent_tuning off, so every process compiles
-         the same ones)
+         triton.enable_pdl, so a GEMV after one of them may start while it runs), notune or tune
+         (inductor's own kernels tuned by timing, coordinate_descent_tuning, off or on; ours by
+         default: gemv.inductor_settings, off but for int4), or KIND=F.F.F... (that GEMV_CONFIGS entry for the row, its fields dotted:
+         bfloat16=8.1024.2.1.2.1)
 Both compile under torchao's recommended inductor settings (llama.generate.INDUCTOR_CONFIG) and
 decode greedily from the same 6-token prompt; each measurement is repeated (--repeats) and the
 spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.
@@ -56,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llama import techniques  # noqa: E402
 from llama.generate import INDUCTOR_CONFIG, GraphedDecode, copy_bandwidth_gb_s, eager_prefill, weight_bytes_per_step  # noqa: E402
 from llama.kernels import gemv, pdl  # noqa: E402
+import kernel_timeline  # noqa: E402
 from llama.model import ARCHITECTURES, KV_CACHES, Transformer  # noqa: E402
 
 NO_OURS = "no ours path"  # in place of a scheme: the technique has a plain path only
@@ -90,30 +93,47 @@ WHOLE_FORWARD = {"bf16"}
 PDL_PATHS = {"ours-serial": (), "ours-pdl-gemv": pdl.GEMV_KINDS, "ours-pdl-step": ("decode_step",),
              "ours-pdl-all": pdl.ALL}
 PATHS = ("plain", "ours", *PDL_PATHS)
-OURS_VARIANTS = ("whole", "blocks", "norms", "apart", "prefetch", "ipdl", "notune")
+OURS_VARIANTS = ("whole", "blocks", "norms", "apart", "prefetch", "ipdl", "notune", "tune")
+
+
+def gemv_entry(variant: str) -> tuple[str, tuple[int, ...]] | None:
+    """(kind, entry) of a KIND=F.F.F... variant (a GEMV_CONFIGS entry for one row); None for any other
+    variant; ValueError for an unknown kind or fields that are not 3 to 6 integers."""
+    if "=" not in variant:
+        return None
+    kind, _, fields = variant.partition("=")
+    try:
+        entry = tuple(int(f) for f in fields.split("."))
+    except ValueError:
+        entry = ()
+    if kind not in gemv.GEMV_CONFIGS or not 3 <= len(entry) <= 6:
+        raise ValueError(f"variant {variant!r}: give KIND=F.F.F[.F.F.F], KIND one of {', '.join(gemv.GEMV_CONFIGS)} "
+                         f"and 3 to 6 integer fields in GEMV_CONFIGS' order")
+    return kind, gemv.config_entry(kind, gemv.gemv_config(kind, entry))
 
 
 def parse_path(path: str) -> tuple[str, set]:
-    """(base path, its OURS_VARIANTS) of PATH[+VARIANT...]; ValueError for an unknown path."""
+    """(base path, its variants) of PATH[+VARIANT...]; ValueError for an unknown path."""
     base, *variants = path.split("+")
-    if base not in PATHS or (variants and base == "plain") or set(variants) - set(OURS_VARIANTS):
+    named = {v for v in variants if gemv_entry(v) is None}
+    if base not in PATHS or (variants and base == "plain") or named - set(OURS_VARIANTS):
         raise ValueError(f"unknown path {path!r}: one of {', '.join(PATHS)}, an ours one optionally "
                          f"+VARIANT[+VARIANT...] with VARIANT in {', '.join(OURS_VARIANTS)}")
-    for pair in ({"whole", "blocks"}, {"norms", "apart"}):
+    for pair in ({"whole", "blocks"}, {"norms", "apart"}, {"tune", "notune"}):
         if pair <= set(variants):
             raise ValueError(f"path {path!r} asks for both {' and '.join(sorted(pair))}")
     return base, set(variants)
 
 
 @contextmanager
-def gemv_prefetch_on():
-    """Every GEMV_CONFIGS entry with its prefetch field on, inside this block."""
+def gemv_entries(entries: dict):
+    """These GEMV_CONFIGS entries ({kind: entry}) inside this block."""
     before = dict(gemv.GEMV_CONFIGS)
-    for kind in before:
-        gemv.GEMV_CONFIGS[kind] = gemv.config_entry(kind, gemv.gemv_config(kind)._replace(prefetch=1))
+    gemv.GEMV_CONFIGS.update(entries)
     try:
         yield
     finally:
+        gemv.GEMV_CONFIGS.clear()
         gemv.GEMV_CONFIGS.update(before)
 
 
@@ -123,12 +143,14 @@ def path_context(path: str) -> ExitStack:
     stack = ExitStack()
     if base in PDL_PATHS:
         stack.enter_context(pdl.only(PDL_PATHS[base]))
-    if "prefetch" in variants:
-        stack.enter_context(gemv_prefetch_on())
+    entries = {}
+    if "prefetch" in variants:  # every entry with its prefetch field on
+        entries = {kind: gemv.config_entry(kind, gemv.gemv_config(kind)._replace(prefetch=1)) for kind in gemv.GEMV_CONFIGS}
+    entries.update(filter(None, map(gemv_entry, variants)))  # an entry given whole wins
+    if entries:
+        stack.enter_context(gemv_entries(entries))
     if "ipdl" in variants:
         stack.enter_context(torch._inductor.config.patch({"triton.enable_pdl": True}))
-    if "notune" in variants:  # inside INDUCTOR_CONFIG's patch (main), so this one wins
-        stack.enter_context(torch._inductor.config.patch({"coordinate_descent_tuning": False}))
     return stack
 
 
@@ -246,7 +268,14 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     decoder = (PlainDecode(model, args.compile) if path == "plain"
                else GraphedDecode(model, 0, None, compiled=args.compile != "none",  # temperature 0: argmax
                                   whole_step=row["forward"] == "whole"))
-    with torch.no_grad():
+    # Inside INDUCTOR_CONFIG's patch (main): what our linears change of it (gemv.inductor_settings),
+    # or what the path's variant says.
+    inductor = {} if path == "plain" else gemv.inductor_settings(model)
+    if {"tune", "notune"} & variants:
+        inductor = {"coordinate_descent_tuning": "tune" in variants}
+    if path != "plain":
+        row["inductor"] = inductor
+    with torch.no_grad(), torch._inductor.config.patch(inductor):
         t0 = time.perf_counter()
         ref_tokens, _ = generate(model, decoder, prompt, args.new_tokens, device)
         row["warmup_s"] = time.perf_counter() - t0
@@ -264,6 +293,21 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     row["copy_fraction"] = row["bandwidth_gb_s"] * 1e9 / copy_bw
     if device.type == "cuda":
         row["peak_gb"] = (torch.cuda.max_memory_allocated(device) - mem0) / 1e9
+    if args.timeline and device.type == "cuda" and path != "plain":
+        # Replays of ours' graph from the middle of the decode (the same tokens, so the same cache
+        # contents); decode(..., 0) only sets the token and position, so the profile holds nothing
+        # but the replays. A diagnostic: if the profiler fails, the row says so and keeps its timing.
+        i = args.new_tokens // 2
+        try:
+            decoder.decode(tokens[:, i:i + 1], prompt.shape[1] + i, 0)
+            kernels = kernel_timeline.profile_replays(
+                lambda: [decoder.graph.replay() for _ in range(args.timeline)])
+            row["timeline"] = kernel_timeline.summarize(kernels, args.timeline, len(model.layers))
+            per_step = len(kernels) // args.timeline
+            print(f"{technique} {path}: step {args.timeline // 2 + 1} of {args.timeline} replays, its first kernels\n"
+                  + kernel_timeline.sequence(kernels, per_step * (args.timeline // 2), 24), flush=True)
+        except Exception as e:  # noqa: BLE001
+            row["timeline_error"] = f"{type(e).__name__}: {e}"
     row["first_tokens"] = tokens[0, :8].tolist()
     # All the tokens, hashed, to compare rows at a glance. Two compiles of the same path can differ:
     # inductor's tuning picks kernels by timing and random weights give flat logits (docs/performance.md).
@@ -291,6 +335,12 @@ def print_table(rows):
     print(tabulate(table, tablefmt="github", headers=[
         "technique", "path", "decode tok/s", "spread", "ours/plain", "GB/token", "GB/s", "of copy bw",
         "peak GB", "warm-up s", "logits rel err", "same tokens"]))
+    timed = [r for r in rows if r.get("timeline")]
+    if timed:  # --timeline: where each step's time went, µs per layer (head and sampling averaged in)
+        print("\nµs per layer in a replayed step (kernel_timeline.py)\n" + tabulate(
+            [[r["technique"], r["path"], r["timeline"]["step_us"]]
+             + [r["timeline"][f"{span}_us_per_layer"] for span in kernel_timeline.SPANS] for r in timed],
+            tablefmt="github", headers=["technique", "path", "step µs", *kernel_timeline.SPANS]))
 
 
 # ----------------------------------------------------------------------------- main
@@ -317,6 +367,11 @@ def main(argv=None):
     p.add_argument("--ours_bf16", choices=("cublas", "gemv"), default="gemv",
                    help="linears of bf16's ours path: our GEMV kernel, or nn.Linear (cuBLAS, or inductor's "
                         "reductions under its settings)")
+    p.add_argument("--timeline", type=int, default=0, metavar="STEPS",
+                   help="CUDA, ours paths only: after timing, profile STEPS replays of the decode step's graph "
+                        "from the middle of the decode and add "
+                        "where the step's time goes (kernel_timeline.py: GEMVs alone, GEMVs started early "
+                        "under PDL, attention, other kernels, idle) to the row; 0 (default) skips it")
     p.add_argument("--gemv_configs", help="JSON of GEMV_CONFIGS entries to use instead of llama/kernels/gemv.py's "
                                           "(gemv_sweep.py writes OUT/gemv_configs.json)")
     args = p.parse_args(argv)

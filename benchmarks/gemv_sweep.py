@@ -75,7 +75,7 @@ def full_config(kind: str, config: tuple[int, ...], kernel: int | None = None, p
     c = gemv.gemv_config(kind, config)._replace(**{f: v for f, v in overrides.items() if v is not None})
     if kind == "int4" and c.kernel == 1:
         c = c._replace(prefetch=0, split=0)
-    return gemv.config_entry(kind, c)[:5] + ((1,) if c.split else ())
+    return gemv.config_entry(kind, c)[:5] + ((c.split,) if c.split else ())
 
 
 def kernel_of(kind: str, config: tuple[int, ...]) -> int:

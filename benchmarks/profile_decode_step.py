@@ -26,7 +26,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llama.generate import INDUCTOR_CONFIG, compile_step, decode_one_token, sample  # noqa: E402
+from llama.generate import compile_step, decode_one_token, inductor_config, sample  # noqa: E402
 from llama.kernels import gemv  # noqa: E402
 from llama.model import ARCHITECTURES, KV_CACHES, Transformer  # noqa: E402
 from llama.techniques import storage_bytes  # noqa: E402
@@ -93,7 +93,7 @@ def profile_step(args, kv_cache: str, pos: int, compiled: bool, device: torch.de
     token = torch.zeros(1, 1, dtype=torch.long, device=device)
     input_pos = torch.tensor([pos], device=device)
     step = lambda: decode_one_token(model, token, input_pos, 0.0, None, sample_fn)  # noqa: E731
-    with torch.no_grad(), torch._inductor.config.patch(INDUCTOR_CONFIG):  # as llama.generate compiles
+    with torch.no_grad(), torch._inductor.config.patch(inductor_config(model)):  # as llama.generate compiles
         for _ in range(3):  # compile and warm up
             step()
         sync()

@@ -218,11 +218,18 @@ def generate_once(model: Transformer, prompt: Tensor, settings: Settings, prefil
 
 # ----------------------------------------------------------------------------- measuring
 
-def kernel_settings() -> dict:
-    """GENERATE_FIELDS' kernel_settings: what our kernels run with in this process."""
+def kernel_settings(model: Transformer) -> dict:
+    """GENERATE_FIELDS' kernel_settings: what our kernels run with in this process, and the inductor
+    settings `model` compiles with besides INDUCTOR_CONFIG (inductor_config)."""
     from llama.kernels import gemv, pdl
     return {"gemv_configs": {kind: list(entry) for kind, entry in gemv.GEMV_CONFIGS.items()},
-            "pdl_kernels": sorted(pdl.KERNELS)}
+            "pdl_kernels": sorted(pdl.KERNELS), "inductor": gemv.inductor_settings(model)}
+
+
+def inductor_config(model: Transformer) -> dict:
+    """INDUCTOR_CONFIG, with the changes our GEMV linears ask for (gemv.inductor_settings)."""
+    from llama.kernels import gemv
+    return {**INDUCTOR_CONFIG, **gemv.inductor_settings(model)}
 
 
 def copy_bandwidth_gb_s(device: torch.device, nbytes: int, iters: int) -> float:
@@ -378,7 +385,7 @@ def benchmark(model: Transformer, prompt: Tensor, settings: Settings,
 
     # recompile_limit: --compile block's one compiled block serves every layer; should guards ever
     # tell layers apart, it recompiles per layer instead of falling back to eager after the default 8.
-    with (torch.no_grad(), torch._inductor.config.patch(INDUCTOR_CONFIG),
+    with (torch.no_grad(), torch._inductor.config.patch(inductor_config(model)),
           torch._dynamo.config.patch(recompile_limit=max(64, len(model.layers)))):
         start = time.perf_counter()
         for _ in range(settings.warmup):
@@ -498,7 +505,7 @@ def main(argv=None) -> int:
         model, tokenizer, meta = checkpoint.load(args.checkpoint, device=device, dtype=dtype)
         prompt = make_prompt(args, tokenizer, model.config.vocab_size, device)
         options = techniques.apply(model, args.technique, device, dtype)
-        fields["kernel_settings"] = kernel_settings()
+        fields["kernel_settings"] = kernel_settings(model)
         fields.update(benchmark(model, prompt, settings, options))
         fields["bandwidth_fraction"] = fields["bandwidth_gb_s"] / copy_gb_s
         result = results.make_result("generate", status="ok", **fields)

@@ -72,7 +72,9 @@ GENERATE_FIELDS = {
     "samples": "per timed sample: {ttft_s, decode_s} seconds (the rates above are computed from these)",
     "kernel_settings": "our Triton kernels' settings in this run (llama/kernels), which decode rates move "
                        "with: {gemv_configs: GEMV_CONFIGS entry by weight kind, pdl_kernels: the kernels "
-                       "launched with programmatic dependent launch where the GPU has it (sm_90+)}",
+                       "launched with programmatic dependent launch where the GPU has it (sm_90+), "
+                       "inductor: the inductor settings changed from llama.generate.INDUCTOR_CONFIG for this "
+                       "model (gemv.inductor_settings)}",
 }
 
 # Eval defaults the workflow needs without importing lm-eval (slow to import): the offline task

@@ -42,7 +42,9 @@ def test_decode_roofline_path_variants(tmp_path):
     from llama.kernels import pdl
     assert dr.parse_path("ours") == ("ours", set())
     assert dr.parse_path("ours-pdl-gemv+prefetch+whole") == ("ours-pdl-gemv", {"prefetch", "whole"})
-    for bad in ("plain+whole", "ours+fast", "theirs", "ours+whole+blocks", "ours+norms+apart"):
+    assert dr.parse_path("ours+bfloat16=8.1024.4+whole") == ("ours", {"bfloat16=8.1024.4", "whole"})
+    for bad in ("plain+whole", "ours+fast", "theirs", "ours+whole+blocks", "ours+norms+apart", "ours+tune+notune",
+                "ours+bf16=8.512.2", "ours+bfloat16=8.512", "ours+int8=8.x.2", "plain+int8=8.512.2"):
         with pytest.raises(ValueError):
             dr.parse_path(bad)
         with pytest.raises(SystemExit):
@@ -51,15 +53,26 @@ def test_decode_roofline_path_variants(tmp_path):
     with torch._inductor.config.patch(dr.INDUCTOR_CONFIG), dr.path_context("ours-pdl-gemv+prefetch+ipdl+notune"):
         assert all(gemv.gemv_config(kind, None).prefetch == 1 for kind in gemv.GEMV_CONFIGS)
         assert set(pdl.KERNELS) == set(pdl.GEMV_KINDS) and torch._inductor.config.triton.enable_pdl
-        assert not torch._inductor.config.coordinate_descent_tuning
         assert gemv.gemv_config("int4", None).kernel == gemv.gemv_config("int4", before["int4"]).kernel
     assert gemv.GEMV_CONFIGS == before and set(pdl.KERNELS) == kernels
     assert not torch._inductor.config.triton.enable_pdl
+    # An entry given whole (missing fields as gemv_config reads them) wins over +prefetch's.
+    with dr.path_context("ours+prefetch+bfloat16=8.1024.4+int4=16.256.4.1"):
+        assert gemv.gemv_config("bfloat16") == (8, 1024, 4, 1, 0, 0)
+        assert gemv.gemv_config("int4") == (16, 256, 4, 1, 0, 0)
+        assert gemv.gemv_config("int8").prefetch == 1
+    assert gemv.GEMV_CONFIGS == before
     dr.main(["--device", "cpu", "--model", "tiny", "--compile", "none", "--new-tokens", "4", "--repeats", "1",
-             "--runs", "bf16:ours+prefetch+apart,int8wo:ours,bf16:plain", "--out", str(tmp_path)])
+             "--runs", "bf16:ours+prefetch+apart,int8wo:ours,bf16:plain,bf16:ours+bfloat16=8.64.2.1.2.0,"
+             "int4wo-128:ours,int4wo-128:ours+notune,int8wo:ours+tune", "--out", str(tmp_path)])
     rows = [json.loads(line) for line in open(tmp_path / "decode_roofline.jsonl")]
-    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert [r["status"] for r in rows] == ["ok"] * 7
+    # Inductor's timing-based tuning: off where our GEMVs do every matmul (gemv.inductor_settings),
+    # except int4; the variants say otherwise for their row.
+    assert [r.get("inductor") for r in rows] == [{"coordinate_descent_tuning": False}] * 2 + [None] + [
+        {"coordinate_descent_tuning": False}, {}, {"coordinate_descent_tuning": False}, {"coordinate_descent_tuning": True}]
     assert rows[0]["gemv_configs"]["bfloat16"][3] == 1 and rows[0]["forward"] == "none"
+    assert rows[3]["gemv_configs"]["bfloat16"] == [8, 64, 2, 1, 2, 0]
     assert rows[1]["gemv_configs"] == {k: list(v) for k, v in before.items()} and rows[1]["pdl_kernels"] == sorted(kernels)
     assert "gemv_configs" not in rows[2]
 
@@ -161,6 +174,28 @@ def test_gemv_configs_file_applies(tmp_path, monkeypatch):
         assert gemv.apply_configs(str(path))["int8"] == (4, 1024, 2, 0, 2, 1) == gemv.GEMV_CONFIGS["int8"]
         assert not torch._inductor.config.fx_graph_cache and not torch._functorch.config.enable_autograd_cache
     assert (torch._inductor.config.fx_graph_cache, torch._functorch.config.enable_autograd_cache) == before
+
+
+def test_kernel_timeline_cuts_a_step_into_spans():
+    # Two replays of a 2-layer step (µs): norm, a GEMV launched early under PDL (starts 1 µs before the
+    # norm ends), the decode step, a gap, the GEMV after it; the second replay the same, 100 µs later.
+    import kernel_timeline as kt
+    # Inductor's kernel names list what they fuse: a GEMV's output makes none of them a GEMV.
+    step = [("triton_red_fused_add_rowwise_gemv_rsqrt_sum_0", 0.0, 3.0), ("_words_gemv_kernel", 2.0, 12.0),
+            ("_decode_step_kernel", 12.0, 18.0), ("_words_gemv_kernel", 19.0, 30.0)]
+    kernels = [(n, a + t, b + t) for t in (0.0, 100.0) for n, a, b in step]
+    s = kt.summarize(kernels[::-1], steps=2, layers=2)  # any order in
+    assert s["kernels_per_step"] == 4
+    assert s["step_us"] == 30.0  # each replay's first start to last end: the 70 µs between left out
+    assert (s["gemv_us"], s["overlap_us"], s["attention_us"], s["other_us"]) == (20.0, 1.0, 6.0, 2.0)
+    assert s["idle_us"] == 1.0 and s["idle_us_per_layer"] == 0.5
+    assert sum(s[f"{span}_us"] for span in kt.SPANS) == s["step_us"]
+    lines = kt.sequence(kernels, 1, 3).splitlines()
+    assert lines[1].split() == ["0.00", "10.00", "+0.00", "_words_gemv_kernel"]
+    assert lines[3].split() == ["17.00", "11.00", "+1.00", "_words_gemv_kernel"]
+    for bad, steps in (([], 1), (kernels[:7], 2)):
+        with pytest.raises(ValueError):
+            kt.summarize(bad, steps, 1)
 
 
 def test_profile_smoke_compiles_the_forward_whole(capsys, monkeypatch):

@@ -356,7 +356,7 @@ def test_split_k_from_gemv_configs_keeps_block_n(monkeypatch):
     seen = []
     real_k_splits = gemv._k_splits
     monkeypatch.setattr(gemv, "_k_splits",
-                        lambda n, words, block_n, tile: seen.append(block_n) or real_k_splits(n, words, block_n, tile))
+                        lambda n, words, block_n, *rest: seen.append(block_n) or real_k_splits(n, words, block_n, *rest))
     monkeypatch.setitem(gemv.GEMV_CONFIGS, "int8", (32, 256, 4, 0, 2, 1))
     q = [t.to(KERNEL_DEVICE) for t in quantize_rowwise(random_weight(64, 1024), torch.int8)]
     x = torch.randn(1, 1024).to(torch.bfloat16).to(KERNEL_DEVICE)
@@ -414,6 +414,21 @@ def test_dequantize_in_row_chunks_matches_whole(monkeypatch):
     assert torch.equal(gemv.dequantize_rowwise(q8, s8, torch.bfloat16), (q8.float() * s8[:, None]).to(torch.bfloat16))
 
 
+def test_inductor_tuning_off_only_where_our_gemvs_do_every_matmul():
+    # gemv.inductor_settings: timing-based tuning off for a model whose blocks' linears are all ours,
+    # unless of a kind in TUNED_GLUE_KINDS (int4); nn.Linear or torchao's weights keep it.
+    import dataclasses
+    from llama.model import ARCHITECTURES, Transformer
+    args = dataclasses.replace(ARCHITECTURES["tiny"], n_layers=1)
+    off = {"coordinate_descent_tuning": False}
+    for scheme, filter_fn, expected in (("int8", None, off), ("none", None, off), ("int4", None, {}),
+                                        ("int8", lambda m, fqn: "w2" not in fqn, {}), (None, None, {})):
+        model = Transformer(args)
+        if scheme:
+            gemv.quantize_linears(model, scheme, 32, filter_fn=filter_fn)
+        assert gemv.inductor_settings(model) == expected, (scheme, filter_fn)
+
+
 def test_gemv_config_fills_left_out_fields(monkeypatch):
     # One reader of config tuples for the wrappers and the sweep: each kind's field order, and the
     # defaults of fields left out (an int4 config of three fields inherits the module entry's rest).
@@ -425,6 +440,12 @@ def test_gemv_config_fills_left_out_fields(monkeypatch):
     assert gemv.gemv_config("int8", [8, 256, 4, 1, 2, 1]) == gemv.GemvConfig(8, 256, 4, kernel=2, prefetch=1, split=1)
     # config_entry writes a GemvConfig back in the kind's order: the entry it gives reads as it.
     assert gemv.config_entry("int4", gemv.GemvConfig(8, 256, 4, kernel=2, prefetch=1, split=0)) == (8, 256, 4, 2, 1, 0)
+    # The split field is the program budget in MIN_PROGRAMS: Llama-3.1-8B's wqkv (768 blocks of 8 rows)
+    # splits in two only with 2, wo (512 blocks) in two with 1 and in four with 2.
+    assert gemv.gemv_config("int8", [8, 256, 4, 0, 2, 2]).split == 2
+    assert gemv.config_entry("int8", gemv.gemv_config("int8", [8, 256, 4, 0, 2, 2]))[5] == 2
+    if gemv.triton is not None:
+        assert [gemv._k_splits(n, 2048, 8, 256, budget) for n in (6144, 4096) for budget in (1, 2)] == [1, 2, 2, 4]
     assert gemv.config_entry("int8", gemv.GemvConfig(8, 256, 4, kernel=2, prefetch=1, split=0)) == (8, 256, 4, 1, 2, 0)
     for kind in gemv.GEMV_CONFIGS:
         assert gemv.gemv_config(kind, gemv.config_entry(kind, gemv.gemv_config(kind))) == gemv.gemv_config(kind)

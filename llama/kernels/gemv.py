@@ -24,12 +24,13 @@ Layouts (N outputs, K inputs):
   linear (`norm_weight`), the norm module an nn.Identity, and the kernels' prologue (NORM) normalizes
   x as the RMSNorm kernel did: one reduction kernel fewer per norm (RMSNORM IN THE GEMV below).
 
-Split-K (GEMV_CONFIGS' sixth field): matrices with few rows split K across programs that write fp32
+Split-K (GEMV_CONFIGS' sixth field, s): matrices with few rows split K across programs that write fp32
 partial sums, then added up with one torch sum (fused into the next kernel under torch.compile;
-deterministic, no atomics).
+deterministic, no atomics); they split while the programs stay within s x MIN_PROGRAMS.
 
 On sm_90+ the kernels can be launched with programmatic dependent launch (llama/kernels/pdl.py): by
-default the bf16 ones, which then load their first weight tile while the kernel before finishes.
+default the bf16 ones, which then load their first weight tile while the kernel before (the fused
+decode step, also on PDL, among them) finishes.
 """
 from __future__ import annotations
 
@@ -231,6 +232,29 @@ NORM_TILE = 2048
 FUSE_NORMS_BY_DEFAULT = {"int4"}
 
 
+# Weight kinds whose compiled decode keeps inductor's timing-based tuning of its own kernels
+# (coordinate_descent_tuning, torchao's recommended setting). With our GEMVs doing every matmul,
+# inductor writes only the small kernels between them (RMSNorm, split-K sums, residual adds, argmax),
+# and tuning those by timing made each process keep other picks: on an H200 (twelfth session, calls A
+# and B, docs/performance.md) bf16 ours ran its w2 sum + RMSNorm kernel in 5.9-8.5 us against 2.6 us
+# untuned and decoded at 229.5-247.1 tok/s against 245.5-249.3; untuned int8wo 379.0/379.9 against
+# 342.8/361.1, float8wo 389.8/390.6 against 352.0/360.7. int4wo-128 (its norms in the GEMVs) was
+# the exception: 470.8/470.8 untuned against 475.4/476.0.
+TUNED_GLUE_KINDS = {"int4"}
+
+
+def inductor_settings(model: nn.Module) -> dict:
+    """The inductor settings to compile `model`'s decode with, over llama.generate.INDUCTOR_CONFIG:
+    timing-based tuning off when every linear in its blocks is one of our GEMVs and none is of a
+    kind in TUNED_GLUE_KINDS (why: above); else none (torchao's configs and nn.Linear keep it, as
+    inductor writes their matmuls)."""
+    layers = getattr(model, "layers", model)
+    kinds = {"int4" if isinstance(m, Int4Linear) else _config_key(m.qweight.dtype)
+             for m in layers.modules() if isinstance(m, _GemvLinear)}
+    ours_only = not any(type(m) is nn.Linear for m in layers.modules())
+    return {"coordinate_descent_tuning": False} if kinds and ours_only and not kinds & TUNED_GLUE_KINDS else {}
+
+
 class GemvConfig(NamedTuple):
     block_n: int
     block_k: int
@@ -251,7 +275,7 @@ def gemv_config(kind: str, config=None) -> GemvConfig:
         kernel, prefetch, split = (rest + (0, 0))[:3]
     else:
         prefetch, kernel, split = (fields[3:] + (0, 1, 0)[len(fields[3:]):])[:3]
-    return GemvConfig(*fields[:3], kernel, int(bool(prefetch)), int(bool(split)))
+    return GemvConfig(*fields[:3], kernel, int(bool(prefetch)), int(split))
 
 
 def config_entry(kind: str, c: GemvConfig) -> tuple[int, ...]:
@@ -712,14 +736,15 @@ if triton is not None:
                 block_n //= 2
         return c._replace(block_n=block_n)
 
-    def _k_splits(n: int, words_per_row: int, block_n: int, tile_words: int) -> int:
+    def _k_splits(n: int, words_per_row: int, block_n: int, tile_words: int, budget: int = 1) -> int:
         """Split-K for matrices with few blocks of rows: the most splits (a power of two up to
-        MAX_SPLITS) keeping the programs within MIN_PROGRAMS, each split a whole number of tiles.
+        MAX_SPLITS) keeping the programs within budget x MIN_PROGRAMS (budget: the config's split
+        field), each split a whole number of tiles.
         Why: a program walks its K tiles one after another, a DRAM round trip each (prefetch hides
         one); w2 (K = 14336) has 28 tiles of 512 per program, and split it ran at 2775 GB/s against
         2422 narrowed (int8 v2, H200; docs/performance.md)."""
         splits = 1
-        while (splits < MAX_SPLITS and triton.cdiv(n, block_n) * splits * 2 <= MIN_PROGRAMS
+        while (splits < MAX_SPLITS and triton.cdiv(n, block_n) * splits * 2 <= budget * MIN_PROGRAMS
                and words_per_row % (2 * splits * tile_words) == 0):
             splits *= 2
         return splits
@@ -777,7 +802,7 @@ if triton is not None:
         if (kernel == 2 and k % per_word == 0 and qweight.is_contiguous()
                 and qweight.storage_offset() * qweight.element_size() % 4 == 0):
             block_k = _tiling_block(k, block_k, minimum=per_word)
-            splits = _k_splits(n, k // per_word, block_n, block_k // per_word) if split else 1
+            splits = _k_splits(n, k // per_word, block_n, block_k // per_word, split) if split else 1
             y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
             g, eps, norm = _norm_args(x2, norm_weight, eps)
             if launch:
@@ -787,7 +812,7 @@ if triton is not None:
                                                      ASM=weight == "float8" and _has_e4m3_convert(x), SWIGLU=fused,
                                                      NORM=norm, num_warps=num_warps, **pdl.launch_args(x, kind))
             return y
-        splits = _k_splits(n, k, block_n, block_k) if split else 1
+        splits = _k_splits(n, k, block_n, block_k, split) if split else 1
         y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
         if launch:
             if norm_weight is not None:  # the rowwise kernel has no prologue: the norm in torch first
@@ -834,7 +859,7 @@ if triton is not None:
         # inputs a word, 4 words a 16-byte load) and rows that view as int32 (contiguous, 4-byte
         # aligned); else v1 runs.
         if kernel == 2 and group % 32 == 0 and packed.is_contiguous() and packed.storage_offset() % 4 == 0:
-            splits = _k_splits(n, k // 8, block_n, block_k // 8) if split else 1
+            splits = _k_splits(n, k // 8, block_n, block_k // 8, split) if split else 1
             y, fused = _gemv_output(x2, n, splits, block_n, swiglu)
             g, eps, norm = _norm_args(x2, norm_weight, eps)
             if launch:

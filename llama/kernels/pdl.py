@@ -16,7 +16,8 @@ after its wait, and anything older at any time. Kernels launched without PDL (in
 start after ours complete, as always. (Inductor can give its own kernels PDL, triton.enable_pdl; on
 the H200 that changed no decode rate: ninth session, docs/performance.md.)
 
-Which kernels launch with it: KERNELS, by name; by default the bf16 GEMVs (DEFAULT says why).
+Which kernels launch with it: KERNELS, by name; by default the bf16 GEMVs and the fused decode step
+(DEFAULT says why).
 LLAMA_PDL in the environment names them (`LLAMA_PDL=int4,decode_step`, `all`, or `0`); `only()`
 or `serial()` around a CUDA-graph capture changes it for that graph (benchmarks/decode_roofline.py's
 ours-serial and ours-pdl-* paths measure the choices in one process).
@@ -37,8 +38,14 @@ except ImportError:
 # The GEMV kernels by weight kind (llama.kernels.gemv's config keys) and the fused decode step.
 GEMV_KINDS = ("bfloat16", "int8", "float8_e4m3fn", "int4")
 ALL = frozenset(GEMV_KINDS + ("decode_step",))
-# Those launched with PDL unless told otherwise: the bf16 GEMVs only, which issue their first weight
-# tile before the wait (their GEMV_CONFIGS entry's prefetch). With the forward compiled whole, as
+# Those launched with PDL unless told otherwise: the bf16 GEMVs, which issue their first weight tile
+# before the wait (their GEMV_CONFIGS entry's prefetch), and the fused decode step, so that the wo
+# GEMV after it starts, and issues that tile, while attention runs (its programs take 8 of the SMs).
+# bf16 ours with inductor's tuning off, one process on an H200 (twelfth session, call B): 247.5,
+# 247.9 and 248.3 tok/s with the step on PDL against 245.5, 246.3 and 246.4 without; the kernel
+# timeline showed wo running beside attention for 6.9 us a layer, attention alone 1.3 us instead of
+# 5.0. The step on PDL changes nothing for a GEMV launched without it (the other kinds'), which
+# starts when the step has finished, as before. With the forward compiled whole, as
 # benchmarks/decode_roofline.py's bf16 ours path does, bf16 decoded 0.8-4.6% faster with both than
 # with neither in eight pairs on an H200 (eleventh session, calls C-E, docs/performance.md); with
 # the blocks compiled apart they were level (call E: 235.7, 240.8, 233.5 against 236.9, 237.5,
@@ -52,7 +59,7 @@ ALL = frozenset(GEMV_KINDS + ("decode_step",))
 # against 383.1; likely through the GEMVs' prefetch, issued before the wait, which the entry no
 # longer has.) int8wo and float8wo were as fast or faster without it in the ninth session: int8wo
 # 366.2 none / 355.0 GEMVs, float8wo 374.1 none / 323.2 both.
-DEFAULT = frozenset({"bfloat16"})
+DEFAULT = frozenset({"bfloat16", "decode_step"})
 
 
 def _from_environment(value: str | None) -> set:
