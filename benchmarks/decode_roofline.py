@@ -27,9 +27,11 @@ In ONE process, on one seeded random model (built on the device, no checkpoint),
          its first weight tile before PDL's wait), ipdl (inductor's kernels launched with PDL too,
          triton.enable_pdl, so a GEMV after one of them may start while it runs), notune or tune
          (inductor's own kernels tuned by timing, coordinate_descent_tuning, off or on; ours by
-         default: gemv.inductor_settings, off but for int4), or KIND=F.F.F... (that GEMV_CONFIGS entry for the row, its fields dotted:
-         bfloat16=8.1024.2.1.2.1)
-Both compile under torchao's recommended inductor settings (llama.generate.INDUCTOR_CONFIG) and
+         default: gemv.inductor_settings, off but for int4), kvpf and late (the fused decode step's
+         KV_PREFETCH and RELEASE_LATE, llama/kernels/decode_attention.py), or KIND=F.F.F... (that
+         GEMV_CONFIGS entry for the row, its fields dotted: bfloat16=8.1024.2.1.2.1)
+Both compile under torchao's recommended inductor settings (llama.generate.INDUCTOR_CONFIG; ours
+with gemv.inductor_settings' change, as llama.generate does) and
 decode greedily from the same 6-token prompt; each measurement is repeated (--repeats) and the
 spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.
 
@@ -57,7 +59,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llama import techniques  # noqa: E402
 from llama.generate import INDUCTOR_CONFIG, GraphedDecode, copy_bandwidth_gb_s, eager_prefill, weight_bytes_per_step  # noqa: E402
-from llama.kernels import gemv, pdl  # noqa: E402
+from llama.kernels import decode_attention, gemv, pdl  # noqa: E402
 import kernel_timeline  # noqa: E402
 from llama.model import ARCHITECTURES, KV_CACHES, Transformer  # noqa: E402
 
@@ -93,7 +95,9 @@ WHOLE_FORWARD = {"bf16"}
 PDL_PATHS = {"ours-serial": (), "ours-pdl-gemv": pdl.GEMV_KINDS, "ours-pdl-step": ("decode_step",),
              "ours-pdl-all": pdl.ALL}
 PATHS = ("plain", "ours", *PDL_PATHS)
-OURS_VARIANTS = ("whole", "blocks", "norms", "apart", "prefetch", "ipdl", "notune", "tune")
+OURS_VARIANTS = ("whole", "blocks", "norms", "apart", "prefetch", "ipdl", "notune", "tune", "kvpf", "late")
+# Variants that switch a flag of the fused decode step (llama/kernels/decode_attention.py) for the row.
+STEP_FLAGS = {"kvpf": "KV_PREFETCH", "late": "RELEASE_LATE"}
 
 
 def gemv_entry(variant: str) -> tuple[str, tuple[int, ...]] | None:
@@ -151,7 +155,21 @@ def path_context(path: str) -> ExitStack:
         stack.enter_context(gemv_entries(entries))
     if "ipdl" in variants:
         stack.enter_context(torch._inductor.config.patch({"triton.enable_pdl": True}))
+    for variant, flag in STEP_FLAGS.items():
+        if variant in variants:
+            stack.enter_context(step_flag(flag))
     return stack
+
+
+@contextmanager
+def step_flag(flag: str):
+    """decode_attention's `flag` on inside this block."""
+    before = getattr(decode_attention, flag)
+    setattr(decode_attention, flag, True)
+    try:
+        yield
+    finally:
+        setattr(decode_attention, flag, before)
 
 
 def technique_paths(args) -> dict:
@@ -259,6 +277,7 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     row["kv_cache"] = "model" if path == "plain" else args.ours_kv_cache
     if path != "plain":
         row["gemv_configs"], row["pdl_kernels"] = dict(gemv.GEMV_CONFIGS), sorted(pdl.KERNELS)
+        row["decode_step_flags"] = decode_attention.step_flags_on()
         whole = "whole" in variants or (technique in WHOLE_FORWARD and "blocks" not in variants)
         # How ours compiles: the forward as one graph, block by block, or not at all.
         row["forward"] = "none" if args.compile == "none" else ("whole" if whole else "blocks")

@@ -221,9 +221,10 @@ def generate_once(model: Transformer, prompt: Tensor, settings: Settings, prefil
 def kernel_settings(model: Transformer) -> dict:
     """GENERATE_FIELDS' kernel_settings: what our kernels run with in this process, and the inductor
     settings `model` compiles with besides INDUCTOR_CONFIG (inductor_config)."""
-    from llama.kernels import gemv, pdl
+    from llama.kernels import decode_attention, gemv, pdl
     return {"gemv_configs": {kind: list(entry) for kind, entry in gemv.GEMV_CONFIGS.items()},
-            "pdl_kernels": sorted(pdl.KERNELS), "inductor": gemv.inductor_settings(model)}
+            "pdl_kernels": sorted(pdl.KERNELS), "decode_step_flags": decode_attention.step_flags_on(),
+            "inductor": gemv.inductor_settings(model)}
 
 
 def inductor_config(model: Transformer) -> dict:

@@ -73,6 +73,7 @@ GENERATE_FIELDS = {
     "kernel_settings": "our Triton kernels' settings in this run (llama/kernels), which decode rates move "
                        "with: {gemv_configs: GEMV_CONFIGS entry by weight kind, pdl_kernels: the kernels "
                        "launched with programmatic dependent launch where the GPU has it (sm_90+), "
+                       "decode_step_flags: the fused decode step's options that are on, "
                        "inductor: the inductor settings changed from llama.generate.INDUCTOR_CONFIG for this "
                        "model (gemv.inductor_settings)}",
 }

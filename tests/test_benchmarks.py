@@ -57,6 +57,10 @@ def test_decode_roofline_path_variants(tmp_path):
     assert gemv.GEMV_CONFIGS == before and set(pdl.KERNELS) == kernels
     assert not torch._inductor.config.triton.enable_pdl
     # An entry given whole (missing fields as gemv_config reads them) wins over +prefetch's.
+    from llama.kernels import decode_attention as da
+    with dr.path_context("ours+kvpf+late"):
+        assert da.KV_PREFETCH and da.RELEASE_LATE
+    assert not da.KV_PREFETCH and not da.RELEASE_LATE
     with dr.path_context("ours+prefetch+bfloat16=8.1024.4+int4=16.256.4.1"):
         assert gemv.gemv_config("bfloat16") == (8, 1024, 4, 1, 0, 0)
         assert gemv.gemv_config("int4") == (16, 256, 4, 1, 0, 0)
@@ -73,6 +77,7 @@ def test_decode_roofline_path_variants(tmp_path):
         {"coordinate_descent_tuning": False}, {}, {"coordinate_descent_tuning": False}, {"coordinate_descent_tuning": True}]
     assert rows[0]["gemv_configs"]["bfloat16"][3] == 1 and rows[0]["forward"] == "none"
     assert rows[3]["gemv_configs"]["bfloat16"] == [8, 64, 2, 1, 2, 0]
+    assert rows[0]["decode_step_flags"] == [] and "decode_step_flags" not in rows[2]
     assert rows[1]["gemv_configs"] == {k: list(v) for k, v in before.items()} and rows[1]["pdl_kernels"] == sorted(kernels)
     assert "gemv_configs" not in rows[2]
 

@@ -101,7 +101,8 @@ def test_generate_json_has_every_field(tmp_path, tiny_checkpoint, capsys):
     missing = [k for k, v in r.items() if v is None]
     assert missing == [], f"fields left empty: {missing}"
     assert r["kernel_settings"] == {"gemv_configs": {k: list(v) for k, v in gemv.GEMV_CONFIGS.items()},
-                                    "pdl_kernels": ["int4"], "inductor": {}}  # torchao's int8wo: tuned
+                                    "pdl_kernels": ["int4"], "decode_step_flags": [],
+                                    "inductor": {}}  # torchao's int8wo: tuned
     assert r["model"] == "tiny" and r["synthetic"] is True and r["prompt_tokens"] == 7
     assert r["command"].startswith("python -m llama.generate --checkpoint")
     assert r["env"]["torch"] == torch.__version__

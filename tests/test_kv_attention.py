@@ -342,8 +342,14 @@ def test_fused_decode_step_matches_reference_on_gpu(S, pos, config):
 
 @gpu
 @pytest.mark.gpu
-def test_fused_decode_step_replays_in_cuda_graph():
-    """One captured launch replayed at new positions reads the new position from the device."""
+@pytest.mark.parametrize("options", [(), ("KV_PREFETCH",), ("RELEASE_LATE",), ("KV_PREFETCH", "RELEASE_LATE")])
+def test_fused_decode_step_replays_in_cuda_graph(monkeypatch, options):
+    """One captured launch replayed at new positions reads the new position from the device; with
+    PDL (sm_90+), the L2 prefetch of the cache before the wait and the late release change nothing."""
+    from llama.kernels import pdl
+    for name in options:
+        monkeypatch.setattr(da, name, True)
+    monkeypatch.setattr(pdl, "KERNELS", {"decode_step"})
     qkv, kc, vc, freqs, ip, ref, k_ref, v_ref = decode_step_case(511, 10, 32, 8, 128, device="cuda")
     da.decode_step_attention(qkv, kc, vc, freqs, ip, 32)  # compile outside the capture
     graph = torch.cuda.CUDAGraph()

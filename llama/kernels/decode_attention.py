@@ -76,6 +76,23 @@ MIN_SLOTS_PER_SPLIT = 256
 # result in one launch shape on the H200, eighth session. Dropped.)
 FUSED_DECODE_CONFIG = (128, 4, 2)
 FUSED_MAX_SLOTS = 2 * MIN_SLOTS_PER_SPLIT - 1
+# Two choices for the fused step on sm_90+, both off until measured on the GPU (read at launch, so a
+# CUDA graph keeps what was set at its capture; benchmarks/decode_roofline.py's kvpf and late
+# variants). Why they might pay, from the twelfth H200 session's kernel timeline (bf16, PDL on):
+# the step ends 6.7 us after wqkv does, against 5.0-5.1 without PDL, as wo's GEMV, released at the step's
+# start, asks DRAM for 8 MB of first tiles while attention's loads wait behind them.
+# KV_PREFETCH: before PDL's wait, one bulk L2 prefetch (Hopper's cp.async.bulk.prefetch.L2) of the
+# program's cache prefix, K and V: written by earlier steps, complete before this kernel may start,
+# so the loads of attention then hit L2. RELEASE_LATE: release the next kernel after attention's
+# loop instead of right after the wait, so wo's first tiles queue behind attention's loads.
+KV_PREFETCH = False
+RELEASE_LATE = False
+STEP_FLAGS = ("KV_PREFETCH", "RELEASE_LATE")
+
+
+def step_flags_on() -> list[str]:
+    """The fused step's flags (STEP_FLAGS) that are on."""
+    return [flag for flag in STEP_FLAGS if globals()[flag]]
 
 
 def fused_decode_available(qkv: Tensor, cache_slots: int) -> bool:
@@ -250,6 +267,14 @@ if triton is not None:
         tl.store(OUT + b * stride_ob + t * stride_ot + head * stride_oh + d, out.to(OUT.dtype.element_ty))
 
     @triton.jit
+    def _prefetch_l2(ptr, nbytes):
+        # A hint: the nbytes (a multiple of 16, > 0) at ptr into L2, one bulk prefetch (sm_90+);
+        # every thread of the program asks the same, which L2 serves once.
+        addr = ptr.to(tl.pointer_type(tl.int8)) + tl.zeros([1], tl.int64)
+        tl.inline_asm_elementwise("cp.async.bulk.prefetch.L2.global [$1], $2;\n\tmov.u32 $0, 0;", "=r,l,r",
+                                  [addr, tl.full([1], nbytes, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+
+    @triton.jit
     def _rope_halves(ptr, d, cos, sin_signed):
         # x[d] rotated by RoPE on Meta's interleaved pairs (2i, 2i + 1): x[d] cos_i + x[d ^ 1] sin_i,
         # the sine negative for even d. The partner comes from a second load (same lines, from L1),
@@ -268,21 +293,35 @@ if triton is not None:
     @triton.jit
     def _decode_step_kernel(QKV, K, V, FREQS, POS, OUT, stride_qkv, stride_kb, stride_kh, stride_kn, sm_scale_log2,
                             HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr,
-                            BLOCK_N: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr):
+                            BLOCK_N: tl.constexpr, DOT: tl.constexpr, PDL: tl.constexpr,
+                            KV_PREFETCH: tl.constexpr = False, RELEASE_LATE: tl.constexpr = False):
         # One decode token, model-dtype cache: RoPE on q and k, the cache write and attention in one
         # launch, where the unfused step spends three pointwise kernels before _attention_kernel
         # (about 3 us a layer on an H200: docs/performance.md). One program per (batch, KV head), for
         # its G query heads. QKV: the wqkv output (B, 1, (HQ + 2 HKV) D) rows; the new token's k and
         # v are used from registers, so the loop reads only the slots before pos. PDL: every input
-        # may be the kernel before's output, so the wait comes first; the release lets the next
-        # kernel (wo's GEMV) start loading its weights while this one runs on B * HKV programs.
-        pdl.wait_then_release(PDL)
+        # may be the kernel before's output, so the wait comes first (KV_PREFETCH's hint aside: the
+        # cache before pos and POS itself are older); the release lets the next kernel (wo's GEMV)
+        # start loading its weights while this one runs on B * HKV programs (RELEASE_LATE: after
+        # the loop over the cache).
+        pid_bh = tl.program_id(0)
+        b, hkv = pid_bh // HKV, pid_bh % HKV
+        k_base = K + b * stride_kb + hkv * stride_kh
+        v_base = V + b * stride_kb + hkv * stride_kh
+        if KV_PREFETCH:
+            prefix_bytes = tl.load(POS) * stride_kn * K.dtype.element_ty.primitive_bitwidth // 8
+            if prefix_bytes > 0:
+                _prefetch_l2(k_base, prefix_bytes)
+                _prefetch_l2(v_base, prefix_bytes)
+        if RELEASE_LATE:
+            if PDL:
+                tl.extra.cuda.gdc_wait()
+        else:
+            pdl.wait_then_release(PDL)
         HALF: tl.constexpr = D // 2
         G: tl.constexpr = HQ // HKV
         DOT_DTYPE: tl.constexpr = tl.bfloat16 if DOT == 0 else (tl.float16 if DOT == 1 else tl.float32)
         qk_scale = tl.cast(sm_scale_log2, tl.float32)
-        pid_bh = tl.program_id(0)
-        b, hkv = pid_bh // HKV, pid_bh % HKV
         pos = tl.load(POS)
         rows = tl.arange(0, BLOCK_M)
         row_ok = rows < G
@@ -299,8 +338,6 @@ if triton is not None:
         v_ptr = qkv + (HQ + HKV + hkv) * D
         v_lo = tl.load(v_ptr + dh).to(tl.float32)
         v_hi = tl.load(v_ptr + dh + HALF).to(tl.float32)
-        k_base = K + b * stride_kb + hkv * stride_kh
-        v_base = V + b * stride_kb + hkv * stride_kh
         tl.store(k_base + pos * stride_kn + dh, k_lo.to(K.dtype.element_ty))
         tl.store(k_base + pos * stride_kn + dh + HALF, k_hi.to(K.dtype.element_ty))
         tl.store(v_base + pos * stride_kn + dh, v_lo.to(V.dtype.element_ty))
@@ -309,6 +346,8 @@ if triton is not None:
         m_i, l_i, acc_lo, acc_hi = _attend_tiles(q_lo.to(DOT_DTYPE), q_hi.to(DOT_DTYPE), k_base, v_base, k_base,
                                                   v_base, 0, pos, tl.full([BLOCK_M], pos, tl.int32), dh,
                                                   stride_kn, 0, qk_scale, 0, D, HALF, BLOCK_M, BLOCK_N, DOT_DTYPE)
+        if RELEASE_LATE and PDL:
+            tl.extra.cuda.gdc_launch_dependents()
         # The new token itself, from registers.
         s_new = (tl.sum(q_lo * k_lo[None, :], 1) + tl.sum(q_hi * k_hi[None, :], 1)) * qk_scale
         m_new = tl.maximum(m_i, s_new)
@@ -398,7 +437,9 @@ if triton is not None:
             qkv, k_cache, v_cache, freqs, input_pos, out,
             qkv.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), math.log2(math.e) / math.sqrt(D),
             HQ=n_heads, HKV=Hkv, D=D, BLOCK_M=block_m, BLOCK_N=block_n, DOT=dot_kind(qkv.dtype),
-            num_warps=warps, num_stages=stages, **pdl.launch_args(qkv, "decode_step"))
+            num_warps=warps, num_stages=stages, **pdl.launch_args(qkv, "decode_step"),
+            KV_PREFETCH=KV_PREFETCH and not INTERPRET and torch.cuda.get_device_capability(qkv.device)[0] >= 9,
+            RELEASE_LATE=RELEASE_LATE)
         return out
 
     @_decode_step_attention.register_fake
