@@ -43,8 +43,8 @@ ALL = frozenset(GEMV_KINDS + ("decode_step",))
 # GEMV after it starts, and issues that tile, while attention runs (its programs take 8 of the SMs).
 # bf16 ours with inductor's tuning off, one process on an H200 (twelfth session, call B): 247.5,
 # 247.9 and 248.3 tok/s with the step on PDL against 245.5, 246.3 and 246.4 without; the kernel
-# timeline showed wo running beside attention for 6.9 us a layer, attention alone 1.3 us instead of
-# 5.0. The step on PDL changes nothing for a GEMV launched without it (the other kinds'), which
+# timeline showed the step beside a GEMV for 6.9 us a layer (launched during wqkv's last 1.5 us and
+# waiting, then running beside wo) and alone for 1.3 us instead of 5.0. The step on PDL changes nothing for a GEMV launched without it (the other kinds'), which
 # starts when the step has finished, as before. With the forward compiled whole, as
 # benchmarks/decode_roofline.py's bf16 ours path does, bf16 decoded 0.8-4.6% faster with both than
 # with neither in eight pairs on an H200 (eleventh session, calls C-E, docs/performance.md); with
