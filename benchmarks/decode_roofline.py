@@ -96,8 +96,8 @@ PDL_PATHS = {"ours-serial": (), "ours-pdl-gemv": pdl.GEMV_KINDS, "ours-pdl-step"
              "ours-pdl-all": pdl.ALL}
 PATHS = ("plain", "ours", *PDL_PATHS)
 OURS_VARIANTS = ("whole", "blocks", "norms", "apart", "prefetch", "ipdl", "notune", "tune", "kvpf", "late")
-# Variants that switch a flag of the fused decode step (llama/kernels/decode_attention.py) for the row.
-STEP_FLAGS = {"kvpf": "KV_PREFETCH", "late": "RELEASE_LATE"}
+# Variants that switch on a flag of the fused decode step (decode_attention.STEP_FLAGS) for the row.
+STEP_VARIANTS = {"kvpf": "KV_PREFETCH", "late": "RELEASE_LATE"}
 
 
 def gemv_entry(variant: str) -> tuple[str, tuple[int, ...]] | None:
@@ -155,21 +155,8 @@ def path_context(path: str) -> ExitStack:
         stack.enter_context(gemv_entries(entries))
     if "ipdl" in variants:
         stack.enter_context(torch._inductor.config.patch({"triton.enable_pdl": True}))
-    for variant, flag in STEP_FLAGS.items():
-        if variant in variants:
-            stack.enter_context(step_flag(flag))
+    stack.enter_context(decode_attention.step_flags(*(STEP_VARIANTS[v] for v in variants & set(STEP_VARIANTS))))
     return stack
-
-
-@contextmanager
-def step_flag(flag: str):
-    """decode_attention's `flag` on inside this block."""
-    before = getattr(decode_attention, flag)
-    setattr(decode_attention, flag, True)
-    try:
-        yield
-    finally:
-        setattr(decode_attention, flag, before)
 
 
 def technique_paths(args) -> dict:

@@ -343,24 +343,33 @@ def test_fused_decode_step_matches_reference_on_gpu(S, pos, config):
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("options", [(), ("KV_PREFETCH",), ("RELEASE_LATE",), ("KV_PREFETCH", "RELEASE_LATE")])
-def test_fused_decode_step_replays_in_cuda_graph(monkeypatch, options):
+def test_fused_decode_step_replays_in_cuda_graph(options):
     """One captured launch replayed at new positions reads the new position from the device; with
     PDL (sm_90+), the L2 prefetch of the cache before the wait and the late release change nothing."""
     from llama.kernels import pdl
-    for name in options:
-        monkeypatch.setattr(da, name, True)
-    monkeypatch.setattr(pdl, "KERNELS", {"decode_step"})
     qkv, kc, vc, freqs, ip, ref, k_ref, v_ref = decode_step_case(511, 10, 32, 8, 128, device="cuda")
-    da.decode_step_attention(qkv, kc, vc, freqs, ip, 32)  # compile outside the capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = da.decode_step_attention(qkv, kc, vc, freqs, ip, 32)
+    with pdl.only({"decode_step"}), da.step_flags(*options):
+        da.decode_step_attention(qkv, kc, vc, freqs, ip, 32)  # compile outside the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = da.decode_step_attention(qkv, kc, vc, freqs, ip, 32)
     for p in (400, 3, 510):
         ip.fill_(p)
         ref, k_ref, v_ref = unfused_decode_step(qkv, kc, vc, freqs, ip, 32)
         graph.replay()
         assert rel_err(out, ref) < 1e-2, p
         assert torch.equal(vc, v_ref) and (kc.float() - k_ref.float()).abs().max() <= 2 ** -5
+
+
+def test_step_flags_on_inside_the_block_only():
+    assert da.step_flags_on() == []
+    with da.step_flags("RELEASE_LATE"):
+        assert da.step_flags_on() == ["RELEASE_LATE"] and da.RELEASE_LATE and not da.KV_PREFETCH
+    assert da.step_flags_on() == [] and not da.RELEASE_LATE
+    with pytest.raises(ValueError, match="unknown decode-step flags"):
+        with da.step_flags("KV_PREFETCH", "FAST"):
+            pass
+    assert not da.KV_PREFETCH
 
 
 @gpu

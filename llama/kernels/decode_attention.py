@@ -19,6 +19,7 @@ tile is read once for G heads (rows of a program are (token, group) pairs).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -93,6 +94,20 @@ STEP_FLAGS = ("KV_PREFETCH", "RELEASE_LATE")
 def step_flags_on() -> list[str]:
     """The fused step's flags (STEP_FLAGS) that are on."""
     return [flag for flag in STEP_FLAGS if globals()[flag]]
+
+
+@contextlib.contextmanager
+def step_flags(*flags: str):
+    """These STEP_FLAGS on inside this block (a CUDA graph captured in it keeps them)."""
+    unknown = set(flags) - set(STEP_FLAGS)
+    if unknown:
+        raise ValueError(f"unknown decode-step flags {sorted(unknown)}; known: {', '.join(STEP_FLAGS)}")
+    before = {flag: globals()[flag] for flag in STEP_FLAGS}
+    globals().update(dict.fromkeys(flags, True))
+    try:
+        yield
+    finally:
+        globals().update(before)
 
 
 def fused_decode_available(qkv: Tensor, cache_slots: int) -> bool:
