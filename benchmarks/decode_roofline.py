@@ -24,10 +24,12 @@ In ONE process, on one seeded random model (built on the device, no checkpoint),
          WHOLE_FORWARD), blocks (block by block, also for bf16), norms (every RMSNorm in the GEMV
          after it, where gemv.FUSE_NORMS_BY_DEFAULT leaves the scheme's apart), apart (the norms
          apart), prefetch (every GEMV_CONFIGS entry with its prefetch on: each GEMV program issues
-         its first weight tile before PDL's wait), ipdl (inductor's kernels launched with PDL too,
-         triton.enable_pdl, so a GEMV after one of them may start while it runs), notune or tune
-         (inductor's own kernels tuned by timing, coordinate_descent_tuning, off or on; ours by
-         default: gemv.inductor_settings, off but for int4), kvpf and late (the fused decode step's
+         its first weight tile before PDL's wait), ipdl or noipdl (inductor's kernels launched with
+         PDL or not, triton.enable_pdl: with it a GEMV after one of them may start while it runs;
+         ours by default: gemv.inductor_settings, on where every GEMV launches with PDL, so bf16),
+         notune or tune (inductor's own kernels tuned by timing,
+         coordinate_descent_tuning, off or on; ours by default: gemv.inductor_settings, off but for
+         int4), kvpf and late (the fused decode step's
          KV_PREFETCH and RELEASE_LATE, llama/kernels/decode_attention.py), or KIND=F.F.F... (that
          GEMV_CONFIGS entry for the row, its fields dotted: bfloat16=8.1024.2.1.2.1)
 Both compile under torchao's recommended inductor settings (llama.generate.INDUCTOR_CONFIG; ours
@@ -95,7 +97,7 @@ WHOLE_FORWARD = {"bf16"}
 PDL_PATHS = {"ours-serial": (), "ours-pdl-gemv": pdl.GEMV_KINDS, "ours-pdl-step": ("decode_step",),
              "ours-pdl-all": pdl.ALL}
 PATHS = ("plain", "ours", *PDL_PATHS)
-OURS_VARIANTS = ("whole", "blocks", "norms", "apart", "prefetch", "ipdl", "notune", "tune", "kvpf", "late")
+OURS_VARIANTS = ("whole", "blocks", "norms", "apart", "prefetch", "ipdl", "noipdl", "notune", "tune", "kvpf", "late")
 # Variants that switch on a flag of the fused decode step (decode_attention.STEP_FLAGS) for the row.
 STEP_VARIANTS = {"kvpf": "KV_PREFETCH", "late": "RELEASE_LATE"}
 
@@ -123,7 +125,7 @@ def parse_path(path: str) -> tuple[str, set]:
     if base not in PATHS or (variants and base == "plain") or named - set(OURS_VARIANTS):
         raise ValueError(f"unknown path {path!r}: one of {', '.join(PATHS)}, an ours one optionally "
                          f"+VARIANT[+VARIANT...] with VARIANT in {', '.join(OURS_VARIANTS)}")
-    for pair in ({"whole", "blocks"}, {"norms", "apart"}, {"tune", "notune"}):
+    for pair in ({"whole", "blocks"}, {"norms", "apart"}, {"tune", "notune"}, {"ipdl", "noipdl"}):
         if pair <= set(variants):
             raise ValueError(f"path {path!r} asks for both {' and '.join(sorted(pair))}")
     return base, set(variants)
@@ -153,8 +155,6 @@ def path_context(path: str) -> ExitStack:
     entries.update(filter(None, map(gemv_entry, variants)))  # an entry given whole wins
     if entries:
         stack.enter_context(gemv_entries(entries))
-    if "ipdl" in variants:
-        stack.enter_context(torch._inductor.config.patch({"triton.enable_pdl": True}))
     stack.enter_context(decode_attention.step_flags(*(STEP_VARIANTS[v] for v in variants & set(STEP_VARIANTS))))
     return stack
 
@@ -278,7 +278,9 @@ def run_path(base, technique, path, args, device, prompt, eval_tokens, base_logi
     # or what the path's variant says.
     inductor = {} if path == "plain" else gemv.inductor_settings(model)
     if {"tune", "notune"} & variants:
-        inductor = {"coordinate_descent_tuning": "tune" in variants}
+        inductor["coordinate_descent_tuning"] = "tune" in variants
+    if {"ipdl", "noipdl"} & variants:
+        inductor["triton.enable_pdl"] = "ipdl" in variants
     if path != "plain":
         row["inductor"] = inductor
     with torch.no_grad(), torch._inductor.config.patch(inductor):

@@ -52,10 +52,9 @@ def test_decode_roofline_path_variants(tmp_path):
     before, kernels = dict(gemv.GEMV_CONFIGS), set(pdl.KERNELS)
     with torch._inductor.config.patch(dr.INDUCTOR_CONFIG), dr.path_context("ours-pdl-gemv+prefetch+ipdl+notune"):
         assert all(gemv.gemv_config(kind, None).prefetch == 1 for kind in gemv.GEMV_CONFIGS)
-        assert set(pdl.KERNELS) == set(pdl.GEMV_KINDS) and torch._inductor.config.triton.enable_pdl
+        assert set(pdl.KERNELS) == set(pdl.GEMV_KINDS)
         assert gemv.gemv_config("int4", None).kernel == gemv.gemv_config("int4", before["int4"]).kernel
     assert gemv.GEMV_CONFIGS == before and set(pdl.KERNELS) == kernels
-    assert not torch._inductor.config.triton.enable_pdl
     # An entry given whole (missing fields as gemv_config reads them) wins over +prefetch's.
     from llama.kernels import decode_attention as da
     with dr.path_context("ours+kvpf+late"):
@@ -68,13 +67,15 @@ def test_decode_roofline_path_variants(tmp_path):
     assert gemv.GEMV_CONFIGS == before
     dr.main(["--device", "cpu", "--model", "tiny", "--compile", "none", "--new-tokens", "4", "--repeats", "1",
              "--runs", "bf16:ours+prefetch+apart,int8wo:ours,bf16:plain,bf16:ours+bfloat16=8.64.2.1.2.0,"
-             "int4wo-128:ours,int4wo-128:ours+notune,int8wo:ours+tune", "--out", str(tmp_path)])
+             "int4wo-128:ours,int4wo-128:ours+notune,int8wo:ours+tune+ipdl,bf16:ours+noipdl", "--out", str(tmp_path)])
     rows = [json.loads(line) for line in open(tmp_path / "decode_roofline.jsonl")]
-    assert [r["status"] for r in rows] == ["ok"] * 7
+    assert [r["status"] for r in rows] == ["ok"] * 8
     # Inductor's timing-based tuning: off where our GEMVs do every matmul (gemv.inductor_settings),
-    # except int4; the variants say otherwise for their row.
-    assert [r.get("inductor") for r in rows] == [{"coordinate_descent_tuning": False}] * 2 + [None] + [
-        {"coordinate_descent_tuning": False}, {}, {"coordinate_descent_tuning": False}, {"coordinate_descent_tuning": True}]
+    # except int4; its kernels on PDL where all the GEMVs are (bf16); the variants say otherwise for
+    # their row.
+    untuned, tuned, on_pdl = {"coordinate_descent_tuning": False}, {"coordinate_descent_tuning": True}, {"triton.enable_pdl": True}
+    assert [r.get("inductor") for r in rows] == [untuned | on_pdl, untuned, None, untuned | on_pdl, {}, untuned,
+                                                 tuned | on_pdl, untuned | {"triton.enable_pdl": False}]
     assert rows[0]["gemv_configs"]["bfloat16"][3] == 1 and rows[0]["forward"] == "none"
     assert rows[3]["gemv_configs"]["bfloat16"] == [8, 64, 2, 1, 2, 0]
     assert rows[0]["decode_step_flags"] == [] and "decode_step_flags" not in rows[2]

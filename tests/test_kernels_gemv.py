@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama.kernels import gemv
+from llama.kernels import gemv, pdl
 from llama.kernels.gemv import (Int4Linear, RowwiseLinear, dequantize_int4, quantize_int4, quantize_linears,
                                 quantize_rowwise)
 from llama.model import ARCHITECTURES, RMSNorm, Transformer, TransformerBlock, rms_norm
@@ -420,13 +420,18 @@ def test_inductor_tuning_off_only_where_our_gemvs_do_every_matmul():
     import dataclasses
     from llama.model import ARCHITECTURES, Transformer
     args = dataclasses.replace(ARCHITECTURES["tiny"], n_layers=1)
-    off = {"coordinate_descent_tuning": False}
-    for scheme, filter_fn, expected in (("int8", None, off), ("none", None, off), ("int4", None, {}),
-                                        ("int8", lambda m, fqn: "w2" not in fqn, {}), (None, None, {})):
-        model = Transformer(args)
+    # Inductor's kernels on PDL where all the GEMVs launch with it (pdl.KERNELS).
+    off, pdl_on = {"coordinate_descent_tuning": False}, {"triton.enable_pdl": True}
+    cases = (("int8", None, off, off | pdl_on), ("none", None, off | pdl_on, off | pdl_on), ("int4", None, {}, pdl_on),
+             ("int8", lambda m, fqn: "w2" not in fqn, {}, {}), (None, None, {}, {}))
+    for scheme, filter_fn, by_default, all_on_pdl in cases:
+        model = Transformer(args).to(torch.bfloat16)  # "none": the bf16 weights on our kernel
         if scheme:
             gemv.quantize_linears(model, scheme, 32, filter_fn=filter_fn)
-        assert gemv.inductor_settings(model) == expected, (scheme, filter_fn)
+        with pdl.only(pdl.DEFAULT):
+            assert gemv.inductor_settings(model) == by_default, (scheme, filter_fn)
+        with pdl.only(pdl.ALL):
+            assert gemv.inductor_settings(model) == all_on_pdl, (scheme, filter_fn)
 
 
 def test_gemv_config_fills_left_out_fields(monkeypatch):
@@ -891,7 +896,7 @@ def test_norm_fusion_on_the_model_with_kernels(monkeypatch, scheme):
 
 TRACE = r"""
 import torch
-from llama.kernels import gemv
+from llama.kernels import gemv, pdl
 gemv.triton_gemv_available = lambda x: True
 graphs = []
 def capture(gm, inputs):  # dynamo's graph, traced with fake tensors; returns zeros of the outputs' shapes
@@ -929,7 +934,6 @@ def test_pdl_chain_in_a_cuda_graph_matches_serial(scheme):
     # Each GEMV reads the output of the kernel before it (a GEMV, or torch's residual add). With PDL
     # (llama/kernels/pdl.py) a kernel starts while the one before finishes, so a read before the
     # wait shows here as a result unlike the serial launches', or unlike itself from replay to replay.
-    from llama.kernels import pdl
     torch.manual_seed(0)
     dim = 2048
     lins = []
@@ -963,7 +967,6 @@ def test_pdl_chain_in_a_cuda_graph_matches_serial(scheme):
 
 def test_pdl_only_on_sm90_cuda_for_the_kernels_named():
     from types import SimpleNamespace
-    from llama.kernels import pdl
     on = {"PDL": True, "launch_pdl": True}
     assert set(pdl.GEMV_KINDS) == set(gemv.GEMV_CONFIGS)  # the GEMV ops name their kernel by config key
     with pdl.only(pdl.ALL):
@@ -988,9 +991,9 @@ def test_pdl_only_on_sm90_cuda_for_the_kernels_named():
 
 
 def test_pdl_kernels_from_the_environment():
-    from llama.kernels import pdl
     assert pdl.DEFAULT <= pdl.ALL and pdl._from_environment(None) == set(pdl.DEFAULT)
     assert pdl._from_environment("0") == set() and pdl._from_environment("all") == set(pdl.ALL)
     assert pdl._from_environment(" int4, decode_step ") == {"int4", "decode_step"}
     with pytest.raises(ValueError, match=r"LLAMA_PDL='int4,int3' names unknown kernels \['int3'\]; give 0, all"):
         pdl._from_environment("int4,int3")
+

@@ -77,9 +77,12 @@ MIN_SLOTS_PER_SPLIT = 256
 # result in one launch shape on the H200, eighth session. Dropped.)
 FUSED_DECODE_CONFIG = (128, 4, 2)
 FUSED_MAX_SLOTS = 2 * MIN_SLOTS_PER_SPLIT - 1
-# Two choices for the fused step on sm_90+, both off until measured on the GPU (read at launch, so a
+# Two choices for the fused step on sm_90+, both off: neither measured faster (read at launch, so a
 # CUDA graph keeps what was set at its capture; benchmarks/decode_roofline.py's kvpf and late
-# variants). Why they might pay, from the twelfth H200 session's kernel timeline (bf16, PDL on):
+# variants). bf16 ours, one process on an H200 (thirteenth session, call A, docs/performance.md):
+# KV_PREFETCH 247.0/247.9/247.6 tok/s, RELEASE_LATE 246.9/246.8/246.9, both 245.8/246.3/246.3,
+# against 247.3/248.0/248.1 with neither. Why they might have paid, from the twelfth session's
+# kernel timeline (bf16, PDL on):
 # the step ends 6.7 us after wqkv does, against 5.0-5.1 without PDL, as wo's GEMV, released at the step's
 # start, asks DRAM for 8 MB of first tiles while attention's loads wait behind them.
 # KV_PREFETCH: before PDL's wait, one bulk L2 prefetch (Hopper's cp.async.bulk.prefetch.L2) of the

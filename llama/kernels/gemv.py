@@ -243,16 +243,32 @@ FUSE_NORMS_BY_DEFAULT = {"int4"}
 TUNED_GLUE_KINDS = {"int4"}
 
 
+# Inductor's own kernels launch with PDL too (its triton.enable_pdl) where every GEMV of the blocks
+# does (pdl.KERNELS: by default the bf16 ones). Then the RMSNorm kernel after a GEMV is launched
+# while the GEMV runs and waits on the device (no launch gap), and the GEMV after the norm, on PDL
+# itself, starts as the norm finishes. bf16 ours, one process per call on an H200 (thirteenth
+# session, docs/performance.md), tok/s with it against without: call A 250.9, 250.7, 250.7 against
+# 247.3, 248.0, 248.1; B 250.5, 251.4, 251.3 against 246.9, 247.5, 247.6; C-F, four processes
+# with it the default, 253.1-254.2 against 249.9-251.0. For the kinds whose GEMVs launch without
+# PDL it changed little or lost (call B): int8wo 376.6/376.5 against 375.5/376.2, float8wo
+# 388.5/386.5 against 388.2/386.4, int4wo-128 455.6/454.2 against 465.4/472.1.
+
+
 def inductor_settings(model: nn.Module) -> dict:
-    """The inductor settings to compile `model`'s decode with, over llama.generate.INDUCTOR_CONFIG:
-    timing-based tuning off when every linear in its blocks is one of our GEMVs and none is of a
-    kind in TUNED_GLUE_KINDS (why: above); else none (torchao's configs and nn.Linear keep it, as
-    inductor writes their matmuls)."""
+    """The inductor settings to compile `model`'s decode with, over llama.generate.INDUCTOR_CONFIG,
+    where every linear in its blocks is one of our GEMVs: timing-based tuning off unless one is of
+    a kind in TUNED_GLUE_KINDS, and inductor's kernels on PDL if all of them launch with PDL
+    (pdl.KERNELS) (why: above). Else none: torchao's configs and nn.Linear keep inductor's
+    defaults, as inductor writes their matmuls."""
     layers = getattr(model, "layers", model)
     kinds = {"int4" if isinstance(m, Int4Linear) else _config_key(m.qweight.dtype)
              for m in layers.modules() if isinstance(m, _GemvLinear)}
-    ours_only = not any(type(m) is nn.Linear for m in layers.modules())
-    return {"coordinate_descent_tuning": False} if kinds and ours_only and not kinds & TUNED_GLUE_KINDS else {}
+    if not kinds or any(type(m) is nn.Linear for m in layers.modules()):
+        return {}
+    settings = {} if kinds & TUNED_GLUE_KINDS else {"coordinate_descent_tuning": False}
+    if kinds <= pdl.KERNELS:
+        settings["triton.enable_pdl"] = True
+    return settings
 
 
 class GemvConfig(NamedTuple):

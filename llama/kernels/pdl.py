@@ -13,8 +13,10 @@ before finishes.
 Why release only after the wait: then a kernel can start only once the one before it has passed its
 own wait, so every kernel before that one is complete. A kernel reads the previous kernel's output
 after its wait, and anything older at any time. Kernels launched without PDL (inductor's, torch's)
-start after ours complete, as always. (Inductor can give its own kernels PDL, triton.enable_pdl; on
-the H200 that changed no decode rate: ninth session, docs/performance.md.)
+start after ours complete, as always. Inductor gives its own kernels PDL (triton.enable_pdl) where
+every GEMV of the model launches with it (gemv.inductor_settings: bf16 by default); then its RMSNorm
+kernel between two GEMVs is launched while the first runs and waits on the device, and releases the
+second after its last load.
 
 Which kernels launch with it: KERNELS, by name; by default the bf16 GEMVs and the fused decode step
 (DEFAULT says why).
