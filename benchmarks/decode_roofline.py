@@ -27,15 +27,13 @@ In ONE process, on one seeded random model (built on the device, no checkpoint),
          its first weight tile before PDL's wait), ipdl or noipdl (inductor's kernels launched with
          PDL or not, triton.enable_pdl: with it a GEMV after one of them may start while it runs;
          ours by default: gemv.inductor_settings, on where every GEMV launches with PDL, so bf16),
-         notune or tune (inductor's own kernels tuned by timing,
-         coordinate_descent_tuning, off or on; ours by default: gemv.inductor_settings, off but for
-         int4), kvpf and late (the fused decode step's
-         KV_PREFETCH and RELEASE_LATE, llama/kernels/decode_attention.py), or KIND=F.F.F... (that
-         GEMV_CONFIGS entry for the row, its fields dotted: bfloat16=8.1024.2.1.2.1)
+         notune or tune (inductor's own kernels tuned by timing, coordinate_descent_tuning, off or
+         on; ours by default: gemv.inductor_settings, off but for int4), kvpf and late (the fused
+         decode step's KV_PREFETCH and RELEASE_LATE, llama/kernels/decode_attention.py), or
+         KIND=F.F.F... (that GEMV_CONFIGS entry for the row, its fields dotted: bfloat16=8.1024.2.1.2.1)
 Both compile under torchao's recommended inductor settings (llama.generate.INDUCTOR_CONFIG; ours
-with gemv.inductor_settings' change, as llama.generate does) and
-decode greedily from the same 6-token prompt; each measurement is repeated (--repeats) and the
-spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.
+with gemv.inductor_settings' changes, as llama.generate does) and decode greedily from the same
+6-token prompt; each measurement is repeated (--repeats) and the spread reported. Bytes per token = weights as stored (the embedding: one row) + KV bytes read.
 
     python benchmarks/decode_roofline.py --techniques bf16,int8wo,int4wo-128,float8wo,float8dq-row
     python benchmarks/gemv_sweep.py                       # GEMV launch shapes + kernel check only
